@@ -56,8 +56,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-busy=$(ss -ltnH "sport >= :$BASE_PORT and sport <= :$LAST_PORT" 2>/dev/null | wc -l)
-((busy == 0)) || log "WARNING: $busy port(s) in $BASE_PORT..$LAST_PORT already listening; start-up may fail"
+busy=$(ss -ltnH "sport >= :$BASE_PORT and sport <= :$LAST_PORT" 2>/dev/null | awk '{print $4}' | tr '\n' ' ')
+[[ -z $busy ]] || log "WARNING: already listening in $BASE_PORT..$LAST_PORT: $busy(start-up may fail, or share them via SO_REUSEPORT)"
 
 MAIN_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 CONF=$TMP/gpuproxyd.toml
@@ -101,7 +101,9 @@ if [[ -z $ready_ms ]]; then
 fi
 
 # Everything below is measured while the daemon runs.
-listen_count=$(ss -ltnH "sport >= :$BASE_PORT and sport <= :$LAST_PORT" 2>/dev/null | wc -l)
+# Listening sockets in the range that belong to this daemon (ss -p needs the
+# same user or root).
+listen_count=$(ss -ltnpH "sport >= :$BASE_PORT and sport <= :$LAST_PORT" 2>/dev/null | grep -c "pid=$PID," || true)
 fd_count=$(find "/proc/$PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
 rss_kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$PID/status")
 threads=$(awk '/^Threads:/ {print $2}' "/proc/$PID/status")
@@ -184,7 +186,7 @@ print("|---|---:|")
 print(f"| exec -> /readyz 200 (wall) | {int(ready_ms):,} ms |")
 print(f"| log: listeners | {listeners if line else na} |")
 print(f"| log: open_ms | {open_ms if line else na} |")
-print(f"| listening sockets in {first}..{last} (ss) | {int(listen_count):,} |")
+print(f"| its listening sockets in {first}..{last} (ss) | {int(listen_count):,} |")
 print(f"| open fds / threads | {int(fd_count):,} / {threads} |")
 print(f"| RSS while listening | {int(rss_kib) / 1024:,.1f} MiB |" if rss_kib else "| RSS | n/a |")
 print(f"| SIGTERM -> exit | {stop_ms + ' ms' if stop_ms else 'n/a'} (exit status {exit_code}) |")

@@ -41,7 +41,7 @@ for target in nginx haproxy gpuproxyd; do
         esac
         run_wrk "$BENCH_TMP/res/mem_warmup_${target}_$mode.txt" "$port" 1 2 1s
         log "$target $mode: $N connections"
-        timeout --kill-after=5 300 "$PY" "$BENCH_DIR/idle_memory.py" --port "$port" --pids "$pid" \
+        run_child - timeout --kill-after=5 300 "$PY" "$BENCH_DIR/idle_memory.py" --port "$port" --pids "$pid" \
             -n "$N" --mode "$mode" --wait "$WAIT" --label "$target" --json "$RESULTS" ||
             log "WARNING: $target $mode measurement flagged invalid"
         stop_pid "$pid"

@@ -18,6 +18,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PY=/usr/bin/python3
 GPUPROXYD_BIN=${GPUPROXYD_BIN:-build/gpuproxyd}
 STARTED_PIDS=()
+CHILD_PID=""
 BENCH_TMP=""
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -29,8 +30,8 @@ bench_init() {
     BENCH_TMP=$(mktemp -d /tmp/gpuproxyd-bench.XXXXXX)
     mkdir -p "$BENCH_TMP/tmp" "$BENCH_TMP/res"
     trap bench_cleanup EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
+    trap 'log "interrupted"; exit 130' INT
+    trap 'log "terminated"; exit 143' TERM
     # gpuproxyd (and the memory test) need more fds than the usual 1024.
     ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
     for tool in nginx haproxy wrk curl; do
@@ -38,6 +39,9 @@ bench_init() {
     done
 }
 
+# Daemons run under setsid (own session): a Ctrl-C in the terminal stops the
+# script, whose EXIT trap then stops them in order.
+#
 # Kill a process and its direct children (nginx workers), TERM first, then
 # KILL after a bounded wait.
 stop_pid() {
@@ -60,6 +64,10 @@ stop_pid() {
 bench_cleanup() {
     local rc=$? i
     trap - EXIT
+    if [[ -n $CHILD_PID ]]; then
+        kill -TERM "$CHILD_PID" 2>/dev/null || true
+        wait "$CHILD_PID" 2>/dev/null || true
+    fi
     for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
         stop_pid "${STARTED_PIDS[$i]}"
     done
@@ -71,6 +79,24 @@ bench_cleanup() {
         fi
     fi
     exit "$rc"
+}
+
+# run_child OUTFILE CMD...: runs CMD in the background (its stdout and
+# stderr to OUTFILE, or inherited if OUTFILE is -) and waits for it.  A signal
+# then runs the script's trap at once: bash defers traps while a foreground
+# command runs, and drops SIGINT entirely when that command (wrk) catches it.
+run_child() {
+    local rc=0 out=$1
+    shift
+    if [[ $out == - ]]; then
+        "$@" &
+    else
+        "$@" >"$out" 2>&1 &
+    fi
+    CHILD_PID=$!
+    wait "$CHILD_PID" || rc=$?
+    CHILD_PID=""
+    return "$rc"
 }
 
 # N distinct free loopback ports (bound together, then released).
@@ -133,7 +159,7 @@ start_upstream() {
     UP_PORT=$(free_ports 1)
     render "$BENCH_DIR/conf/nginx-upstream.conf.in" "$BENCH_TMP/upstream.conf" \
         DIR="$BENCH_TMP" PORT="$UP_PORT" USER_LINE="$(user_line)"
-    nginx -p "$BENCH_TMP/" -e "$BENCH_TMP/upstream.error.log" -c "$BENCH_TMP/upstream.conf" \
+    setsid nginx -p "$BENCH_TMP/" -e "$BENCH_TMP/upstream.error.log" -c "$BENCH_TMP/upstream.conf" \
         >"$BENCH_TMP/upstream.log" 2>&1 &
     UP_PID=$!
     STARTED_PIDS+=("$UP_PID")
@@ -146,7 +172,7 @@ start_nginx_proxy() {
     NGINX_PORT=$(free_ports 1)
     render "$BENCH_DIR/conf/nginx-proxy.conf.in" "$BENCH_TMP/nginx-proxy.conf" \
         DIR="$BENCH_TMP" PORT="$NGINX_PORT" UPPORT="$UP_PORT" USER_LINE="$(user_line)"
-    nginx -p "$BENCH_TMP/" -e "$BENCH_TMP/nginx-proxy.error.log" -c "$BENCH_TMP/nginx-proxy.conf" \
+    setsid nginx -p "$BENCH_TMP/" -e "$BENCH_TMP/nginx-proxy.error.log" -c "$BENCH_TMP/nginx-proxy.conf" \
         >"$BENCH_TMP/nginx.log" 2>&1 &
     NGINX_PID=$!
     STARTED_PIDS+=("$NGINX_PID")
@@ -159,7 +185,7 @@ start_haproxy() {
     HAPROXY_PORT=$(free_ports 1)
     render "$BENCH_DIR/conf/haproxy.cfg.in" "$BENCH_TMP/haproxy.cfg" \
         DIR="$BENCH_TMP" PORT="$HAPROXY_PORT" UPPORT="$UP_PORT"
-    haproxy -db -f "$BENCH_TMP/haproxy.cfg" >"$BENCH_TMP/haproxy.log" 2>&1 &
+    setsid haproxy -db -f "$BENCH_TMP/haproxy.cfg" >"$BENCH_TMP/haproxy.log" 2>&1 &
     HAPROXY_PID=$!
     STARTED_PIDS+=("$HAPROXY_PID")
     wait_http haproxy "$HAPROXY_PID" "http://127.0.0.1:$HAPROXY_PORT$CHAT_PATH" 10 POST ||
@@ -170,7 +196,7 @@ start_haproxy() {
 # Sets GPD_PORT (model port), GPD_MAIN_PORT, GPD_PID, or GPD_NA (reason) and
 # returns 1 when gpuproxyd is missing or does not come up.
 start_gpuproxyd() {
-    local bin ports
+    local bin
     GPD_NA=""
     GPD_PID=""
     bin=$GPUPROXYD_BIN
@@ -186,7 +212,7 @@ start_gpuproxyd() {
     # The model port is a kernel-chosen free port, usually outside the
     # default custom range: widen the range around it.
     (cd "$BENCH_TMP" && PORT_CUSTOM_MIN=$GPD_PORT PORT_CUSTOM_MAX=$((GPD_PORT + 1)) \
-        exec "$bin" --config "$BENCH_TMP/gpuproxyd.toml") >"$BENCH_TMP/gpuproxyd.log" 2>&1 &
+        exec setsid "$bin" --config "$BENCH_TMP/gpuproxyd.toml") >"$BENCH_TMP/gpuproxyd.log" 2>&1 &
     GPD_PID=$!
     STARTED_PIDS+=("$GPD_PID")
     if ! wait_http gpuproxyd "$GPD_PID" "http://127.0.0.1:$GPD_MAIN_PORT/readyz" 30 GET; then
@@ -211,7 +237,7 @@ sanity_check() {
     if [[ $(tail -n1 <<<"$out") == 200\ application/json* && $out == *'"chat.completion"'* ]]; then
         return 0
     fi
-    log "WARNING: $name answered unexpectedly: $(head -c 300 <<<"$out" | tr '\n' ' ')"
+    log "WARNING: $name answered unexpectedly: status $(tail -n1 <<<"$out"), body $(head -c 200 <<<"$out" | tr '\n' ' ')"
     return 1
 }
 
@@ -219,12 +245,15 @@ sanity_check() {
 
 # run_wrk OUTFILE PORT THREADS CONNS DURATION
 run_wrk() {
-    local out=$1 port=$2 t=$3 c=$4 d=$5 secs
+    local out=$1 port=$2 t=$3 c=$4 d=$5 secs rc=0
     secs=${d%s}
     [[ $secs =~ ^[0-9]+$ ]] || secs=60
-    timeout --kill-after=5 $((secs + 30)) \
+    run_child "$out" timeout --kill-after=5 $((secs + 30)) \
         wrk -t"$t" -c"$c" -d"$d" --latency -s "$BENCH_DIR/conf/chat.lua" \
-        "http://127.0.0.1:$port$CHAT_PATH" >"$out" 2>&1 || echo "wrk exit status $?" >>"$out"
+        "http://127.0.0.1:$port$CHAT_PATH" || rc=$?
+    if ((rc != 0)); then
+        echo "wrk exit status $rc" >>"$out"
+    fi
 }
 
 # Parses the wrk outputs in $BENCH_TMP/res, prints the Markdown table and
@@ -240,11 +269,11 @@ UNIT = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
 
 def to_us(text):
     m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text.strip())
-    return float(m.group(1)) * UNIT[m.group(2)] if m else None
+    return round(float(m.group(1)) * UNIT[m.group(2)], 2) if m else None
 
 def parse(path):
     r = {"file": os.path.basename(path), "rps": None, "lat_mean_us": None,
-         "lat_p99_us": None, "requests": None, "non2xx": 0,
+         "lat_p99_us": None, "lat_p50_us": None, "requests": None, "non2xx": 0,
          "socket_errors": 0, "errors": []}
     try:
         text = open(path).read()
@@ -257,6 +286,8 @@ def parse(path):
         r["lat_mean_us"] = to_us(m.group(1))
     if m := re.search(r"^\s*99(?:\.0+)?%\s+(\S+)", text, re.M):
         r["lat_p99_us"] = to_us(m.group(1))
+    if m := re.search(r"^\s*50(?:\.0+)?%\s+(\S+)", text, re.M):
+        r["lat_p50_us"] = to_us(m.group(1))
     if m := re.search(r"(\d+) requests in", text):
         r["requests"] = int(m.group(1))
     if m := re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text):
@@ -298,6 +329,7 @@ for t in targets:
         s[f"rps_{mode}"] = med(r["rps"] for r in runs[mode])
         s[f"mean_{mode}_us"] = med(r["lat_mean_us"] for r in runs[mode])
         s[f"p99_{mode}_us"] = med(r["lat_p99_us"] for r in runs[mode])
+        s[f"p50_{mode}_us"] = med(r["lat_p50_us"] for r in runs[mode])
     errs = [f"{r['file']}: {e}" for mode in ("c32", "c1") for r in runs[mode] for e in r["errors"]]
     s["valid"] = not errs
     s["errors"] = errs
@@ -307,6 +339,9 @@ for t in targets:
             if a["lat_mean_us"] is not None and d["lat_mean_us"] is not None:
                 diffs.append(a["lat_mean_us"] - d["lat_mean_us"])
         s["added_c1_us"] = med(diffs)   # median over rounds of (proxy - direct)
+        d50 = [a["lat_p50_us"] - d["lat_p50_us"] for a, d in zip(runs["c1"], raw["direct"]["c1"])
+               if a["lat_p50_us"] is not None and d["lat_p50_us"] is not None]
+        s["added_c1_p50_us"] = med(d50)   # same with medians: less sensitive to noise
     summary[t] = s
 
 def f(x, nd=0):
@@ -333,12 +368,13 @@ print()
 
 ratios = {}
 g = summary.get("gpuproxyd", {})
+flag = "" if g.get("valid", True) else " [gpuproxyd runs INVALID]"
 best = max((t for t in ("nginx", "haproxy") if summary.get(t, {}).get("rps_c32")),
            key=lambda t: summary[t]["rps_c32"], default=None)
 if g.get("available") and g.get("rps_c32") and best:
     ratios["rps_vs_best"] = g["rps_c32"] / summary[best]["rps_c32"]
     print(f"- gpuproxyd req/s / max(nginx, haproxy) = {ratios['rps_vs_best']:.3f} "
-          f"({f(g['rps_c32'])} vs {best} {f(summary[best]['rps_c32'])})")
+          f"({f(g['rps_c32'])} vs {best} {f(summary[best]['rps_c32'])}){flag}")
 else:
     print("- gpuproxyd req/s / max(nginx, haproxy) = n/a")
 ng = summary.get("nginx", {})
@@ -348,7 +384,7 @@ if g.get("available") and g.get("added_c1_us") is not None and ng.get("added_c1_
     ratios["added_latency_ratio_vs_nginx"] = ga / na if na > 0 else None
     rtxt = f"{ga / na:.2f}x" if na > 0 else "n/a (nginx adds <= 0 us)"
     print(f"- gpuproxyd added latency at c1 = {ga:.1f} us vs nginx {na:.1f} us "
-          f"({ga - na:+.1f} us, {rtxt})")
+          f"({ga - na:+.1f} us, {rtxt}){flag}")
 else:
     print("- gpuproxyd added latency at c1 vs nginx = n/a")
 invalid = [t for t in targets if summary[t].get("available") and not summary[t]["valid"]]

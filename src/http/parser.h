@@ -118,8 +118,9 @@ bool gpd_http_value_has_token(gpd_str value, const char *token);
  * Call gpd_http_chunked_step() repeatedly with the unconsumed bytes:
  *   GPD_CHUNKED_DATA   *consumed bytes were used; the last *data_len of
  *                      them, starting at buf + *data_off, are payload
- *   GPD_CHUNKED_AGAIN  *consumed bytes were used (possibly 0 < len); the
- *                      rest is an incomplete framing line: feed more
+ *   GPD_CHUNKED_AGAIN  all len bytes were consumed (*consumed == len): the
+ *                      decoder keeps the state of an incomplete framing
+ *                      line itself, so callers may discard the buffer
  *   GPD_CHUNKED_DONE   the last-chunk and trailers ended after *consumed
  *                      bytes; bytes after that belong to the next message
  *   GPD_CHUNKED_ERROR  malformed; *why set

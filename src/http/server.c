@@ -559,6 +559,12 @@ void gpd_server_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     gpd_conn *c = st->data;
     if (nread == 0)
         return;
+    if (nread == UV_ENOBUFS) {
+        /* The buffer is full while a request is served: wait for its end. */
+        uv_read_stop(st);
+        c->reading = false;
+        return;
+    }
     if (nread < 0) {
         /* EOF or error: a client that leaves mid-request cancels it. */
         gpd_conn_close(c);
@@ -579,6 +585,12 @@ void gpd_server_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     process_input(c);
+    /* A request that filled the buffer exactly: libuv would ask for more room
+     * at once, and there is none until the response ends. */
+    if (!c->closing && c->reading && c->in && c->in_len == c->in_cap) {
+        uv_read_stop(st);
+        c->reading = false;
+    }
 }
 
 void gpd_conn_end(gpd_conn *c)

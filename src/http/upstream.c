@@ -187,8 +187,11 @@ static int process_body(gpd_upstream *u, size_t off)
                 u->keep_alive = false; /* bytes beyond the response: do not trust the connection */
         }
         u->remaining -= relay;
-        if (relay && u->ev->on_payload)
+        if (relay && u->ev->on_payload) {
             u->ev->on_payload(u->ctx, p, relay);
+            if (u->state == UP_CLOSED)
+                return -1; /* the caller aborted from its callback */
+        }
     } else if (u->body_kind == GPD_HTTP_BODY_CHUNKED) {
         size_t pos = 0;
         while (pos < n) {
@@ -199,8 +202,11 @@ static int process_body(gpd_upstream *u, size_t off)
                 fail(u, GPD_UPERR_PROTOCOL);
                 return -1;
             }
-            if (r == GPD_CHUNKED_DATA && u->ev->on_payload)
+            if (r == GPD_CHUNKED_DATA && u->ev->on_payload) {
                 u->ev->on_payload(u->ctx, p + pos + doff, dlen);
+                if (u->state == UP_CLOSED)
+                    return -1;
+            }
             pos += consumed;
             if (r == GPD_CHUNKED_DONE) {
                 done = true;
@@ -213,8 +219,11 @@ static int process_body(gpd_upstream *u, size_t off)
                 break;
         }
     } else if (u->body_kind == GPD_HTTP_BODY_UNTIL_CLOSE) {
-        if (relay && u->ev->on_payload)
+        if (relay && u->ev->on_payload) {
             u->ev->on_payload(u->ctx, p, relay);
+            if (u->state == UP_CLOSED)
+                return -1;
+        }
     } else {
         relay = 0;
         done = true;

@@ -103,7 +103,7 @@ async function pickRange(size) {
 
 function startFake() {
   return new Promise((resolve, reject) => {
-    const proc = spawn(PYTHON, [FAKE, '--port', '0', '--host', HOST], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const proc = spawn(PYTHON, [FAKE, '--port', '0', '--host', HOST, '--exit-with-parent'], { stdio: ['ignore', 'pipe', 'inherit'] });
     const timer = setTimeout(() => reject(new Error('fake upstream did not print READY')), 10000);
     const rl = createInterface({ input: proc.stdout });
     rl.once('line', (line) => {

@@ -3,7 +3,7 @@
 
 Usage:
     /usr/bin/python3 tests/fakes/openai_upstream.py --port N [--host 127.0.0.1]
-                                                     [--tls-cert CERT --tls-key KEY] [--verbose]
+        [--tls-cert CERT --tls-key KEY] [--verbose] [--exit-with-parent]
 
 --port 0 picks a free port.  Once listening it prints "READY <port>" on stdout (flushed).
 
@@ -147,6 +147,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-openai/1.0"
 
+    def setup(self):
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
     counted_gen = -1  # the STATE.generation in which this connection was last counted
 
     # ---- plumbing -------------------------------------------------------------------------
@@ -184,8 +191,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
+        # head and body in one write, so that Nagle + delayed ACK never add 40 ms
+        self._headers_buffer.append(b"\r\n")
+        self._headers_buffer.append(body)
+        self.flush_headers()
 
     def send_json(self, status, obj):
         self.send_bytes(status, json.dumps(obj).encode())
@@ -580,8 +589,20 @@ def main():
     ap.add_argument("--tls-cert")
     ap.add_argument("--tls-key")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--exit-with-parent", action="store_true",
+                    help="exit when the process that started this one goes away (no orphans "
+                         "when a test run is killed)")
     args = ap.parse_args()
     VERBOSE = args.verbose
+    if args.exit_with_parent:
+        parent = os.getppid()
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(0)
+
+        threading.Thread(target=watch, daemon=True).start()
     srv = Server((args.host, args.port), Handler)
     if args.tls_cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

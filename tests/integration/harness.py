@@ -52,6 +52,11 @@ DAEMON_ENV_VARS = (
 # the binary
 
 
+def scrubbed_env():
+    """os.environ without the variables gpuproxyd reads."""
+    return {k: v for k, v in os.environ.items() if k not in DAEMON_ENV_VARS}
+
+
 def daemon_bin():
     b = Path(os.environ.get("GPUPROXYD_BIN") or "build/gpuproxyd")
     return b if b.is_absolute() else REPO_ROOT / b
@@ -577,7 +582,7 @@ class FakeUpstream:
         self.tls = bool(tls_cert)
         self.port = None
         self.log_path = tempfile.mktemp(prefix="fake-upstream-", suffix=".log")
-        cmd = [PYTHON, str(FAKE_SCRIPT), "--port", "0", "--host", HOST]
+        cmd = [PYTHON, str(FAKE_SCRIPT), "--port", "0", "--host", HOST, "--exit-with-parent"]
         if tls_cert:
             cmd += ["--tls-cert", str(tls_cert), "--tls-key", str(tls_key)]
         if verbose or os.environ.get("FAKE_VERBOSE"):
@@ -803,7 +808,7 @@ class Daemon:
         return text
 
     def env(self):
-        e = {k: v for k, v in os.environ.items() if k not in DAEMON_ENV_VARS}
+        e = scrubbed_env()
         e.update({
             "GPUPROXYD_LISTEN": self.listen,
             "GPUPROXYD_STORE": "sqlite:" + os.path.join(self.dir, "store.db"),

@@ -24,13 +24,13 @@ try:  # run as tests.integration.test_gateway (discover -t .) or from this direc
         HOST, REPO_ROOT, Daemon, FakeUpstream, GatewayTestCase, Raw, RawConn, chat_body,
         assemble_stream, closed_port, daemon_bin, free_port, http_request, line_of,
         make_self_signed_cert, metric_samples, metric_sum, parse_metrics, pick_ranges, port_accepts,
-        port_refuses, raw_request, render_config, require_daemon, run_in_thread)
+        port_refuses, raw_request, render_config, require_daemon, run_in_thread, scrubbed_env)
 except ImportError:  # pragma: no cover
     from harness import (  # type: ignore
         HOST, REPO_ROOT, Daemon, FakeUpstream, GatewayTestCase, Raw, RawConn, chat_body,
         assemble_stream, closed_port, daemon_bin, free_port, http_request, line_of,
         make_self_signed_cert, metric_samples, metric_sum, parse_metrics, pick_ranges, port_accepts,
-        port_refuses, raw_request, render_config, require_daemon, run_in_thread)
+        port_refuses, raw_request, render_config, require_daemon, run_in_thread, scrubbed_env)
 
 OPENROUTER_KEY = "sk-or-v1-test-KEY-5f3b9c1d2e"
 CLIENT_TOKEN = "client-secret-token-77aa"
@@ -1473,9 +1473,7 @@ class Config(GatewayTestCase):
         self.addCleanup(shutil.rmtree, self.tmp, True)
 
     def run_bin(self, *args, env_extra=None, timeout=15):
-        d = Daemon()  # for its scrubbed environment and ranges
-        self.addCleanup(d.cleanup)
-        env = d.env()
+        env = scrubbed_env()  # no GPUPROXYD_*, PORT_*, OPENROUTER_*: the file alone decides
         env.update(env_extra or {})
         return subprocess.run([str(daemon_bin())] + list(args), env=env, cwd=self.tmp,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
