@@ -529,6 +529,14 @@ int gpd_model_spec_copy(gpd_model_spec *dst, const gpd_model_spec *src)
     return 0;
 }
 
+static int cmp_model_names(const void *a, const void *b, void *ctx)
+{
+    const gpd_model_spec *models = ctx;
+    size_t ia = *(const size_t *)a, ib = *(const size_t *)b;
+    int c = strcmp(models[ia].name, models[ib].name);
+    return c ? c : (ia > ib) - (ia < ib);
+}
+
 static int validate(gpd_config *cfg, char *err, size_t errlen)
 {
     const char *file = cfg->path ? cfg->path : "(defaults)";
@@ -558,25 +566,46 @@ static int validate(gpd_config *cfg, char *err, size_t errlen)
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = n > 0 ? (int)n : 1;
     }
+    /* Duplicates: ports through a table, names through a sorted index, so
+     * that 12,500 models are checked in milliseconds, not quadratic time. */
+    int rc = -1;
+    size_t *port_owner = calloc(65536, sizeof(*port_owner));
+    size_t *order = calloc(cfg->n_models ? cfg->n_models : 1, sizeof(*order));
+    if (!port_owner || !order) {
+        set_err(err, errlen, "out of memory");
+        goto out;
+    }
     for (size_t i = 0; i < cfg->n_models; i++) {
         char why[256];
-        if (gpd_model_spec_validate(&cfg->models[i], cfg, why, sizeof(why)) != 0) {
+        gpd_model_spec *m = &cfg->models[i];
+        if (gpd_model_spec_validate(m, cfg, why, sizeof(why)) != 0) {
             set_err(err, errlen, "%s: [[models]] #%zu: %s", file, i + 1, why);
-            return -1;
+            goto out;
         }
-        for (size_t j = 0; j < i; j++) {
-            if (!strcmp(cfg->models[i].name, cfg->models[j].name)) {
-                set_err(err, errlen, "%s: [[models]] #%zu: duplicate model name '%s'", file, i + 1, cfg->models[i].name);
-                return -1;
-            }
-            if (cfg->models[i].port && cfg->models[i].port == cfg->models[j].port) {
-                set_err(err, errlen, "%s: [[models]] #%zu: port %d is already used by model '%s'", file, i + 1,
-                        cfg->models[i].port, cfg->models[j].name);
-                return -1;
-            }
+        if (m->port && port_owner[m->port]) {
+            set_err(err, errlen, "%s: [[models]] #%zu: port %d is already used by model '%s'", file, i + 1, m->port,
+                    cfg->models[port_owner[m->port] - 1].name);
+            goto out;
+        }
+        if (m->port)
+            port_owner[m->port] = i + 1;
+        order[i] = i;
+    }
+    qsort_r(order, cfg->n_models, sizeof(*order), cmp_model_names, cfg->models);
+    for (size_t k = 1; k < cfg->n_models; k++) {
+        size_t a = order[k - 1], b = order[k];
+        if (!strcmp(cfg->models[a].name, cfg->models[b].name)) {
+            size_t later = a > b ? a : b;
+            set_err(err, errlen, "%s: [[models]] #%zu: duplicate model name '%s'", file, later + 1,
+                    cfg->models[later].name);
+            goto out;
         }
     }
-    return 0;
+    rc = 0;
+out:
+    free(port_owner);
+    free(order);
+    return rc;
 }
 
 int gpd_config_load(const char *path, gpd_config *cfg, char *err, size_t errlen)

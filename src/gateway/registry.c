@@ -7,6 +7,102 @@
 
 #include "core/log.h"
 
+/*
+ * Name index: chained hash of endpoint names, so that registering the
+ * 12,500th model does not compare it with the 12,499 before it.
+ */
+typedef struct name_node {
+    struct name_node *next;
+    gpd_endpoint *ep;
+} name_node;
+
+typedef struct gpd_name_index {
+    name_node **buckets;
+    size_t mask, count;
+} gpd_name_index;
+
+static uint64_t name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int index_grow(gpd_name_index *ix)
+{
+    size_t nb = ix->buckets ? (ix->mask + 1) * 2 : 1024;
+    name_node **b = calloc(nb, sizeof(*b));
+    if (!b)
+        return -1;
+    for (size_t i = 0; ix->buckets && i <= ix->mask; i++) {
+        for (name_node *n = ix->buckets[i], *next; n; n = next) {
+            next = n->next;
+            size_t h = (size_t)name_hash(n->ep->spec.name) & (nb - 1);
+            n->next = b[h];
+            b[h] = n;
+        }
+    }
+    free(ix->buckets);
+    ix->buckets = b;
+    ix->mask = nb - 1;
+    return 0;
+}
+
+static int index_add(gpd_name_index *ix, gpd_endpoint *ep)
+{
+    if ((!ix->buckets || ix->count >= ix->mask + 1) && index_grow(ix) != 0)
+        return -1;
+    name_node *n = malloc(sizeof(*n));
+    if (!n)
+        return -1;
+    size_t h = (size_t)name_hash(ep->spec.name) & ix->mask;
+    n->ep = ep;
+    n->next = ix->buckets[h];
+    ix->buckets[h] = n;
+    ix->count++;
+    return 0;
+}
+
+static gpd_endpoint *index_find(const gpd_name_index *ix, const char *name)
+{
+    if (!ix->buckets)
+        return NULL;
+    for (name_node *n = ix->buckets[(size_t)name_hash(name) & ix->mask]; n; n = n->next)
+        if (!strcmp(n->ep->spec.name, name))
+            return n->ep;
+    return NULL;
+}
+
+static void index_remove(gpd_name_index *ix, const gpd_endpoint *ep)
+{
+    if (!ix->buckets)
+        return;
+    for (name_node **pp = &ix->buckets[(size_t)name_hash(ep->spec.name) & ix->mask]; *pp; pp = &(*pp)->next) {
+        if ((*pp)->ep == ep) {
+            name_node *n = *pp;
+            *pp = n->next;
+            free(n);
+            ix->count--;
+            return;
+        }
+    }
+}
+
+static void index_free(gpd_name_index *ix)
+{
+    for (size_t i = 0; ix->buckets && i <= ix->mask; i++) {
+        for (name_node *n = ix->buckets[i], *next; n; n = next) {
+            next = n->next;
+            free(n);
+        }
+    }
+    free(ix->buckets);
+    free(ix);
+}
+
 int gpd_registry_init(gpd_registry *r, const gpd_config *cfg, gpd_listener *main_listener, gpd_worker **workers,
                       int nworkers, char *err, size_t errlen)
 {
@@ -16,6 +112,12 @@ int gpd_registry_init(gpd_registry *r, const gpd_config *cfg, gpd_listener *main
     r->workers = workers;
     r->nworkers = nworkers;
     gpd_ports_init(&r->ports, cfg);
+    r->by_port = calloc(65536, sizeof(*r->by_port));
+    r->by_name = calloc(1, sizeof(*r->by_name));
+    if (!r->by_port || !r->by_name) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     char url[2048];
     snprintf(url, sizeof(url), "%s", cfg->openrouter_base_url);
     const char *why = NULL;
@@ -50,18 +152,12 @@ static void apply_price(gpd_registry *r, gpd_endpoint *e)
 
 const gpd_endpoint *gpd_registry_find(const gpd_registry *r, const char *name)
 {
-    for (size_t i = 0; i < r->n; i++)
-        if (!strcmp(r->eps[i]->spec.name, name))
-            return r->eps[i];
-    return NULL;
+    return index_find(r->by_name, name);
 }
 
 static const gpd_endpoint *find_by_port(const gpd_registry *r, int port)
 {
-    for (size_t i = 0; i < r->n; i++)
-        if (r->eps[i]->spec.port == port)
-            return r->eps[i];
-    return NULL;
+    return port > 0 && port < 65536 ? r->by_port[port] : NULL;
 }
 
 /* Open the model's port: the one asked for, or the tier's next free one. */
@@ -143,6 +239,8 @@ static gpd_endpoint *endpoint_new(gpd_registry *r, gpd_model_spec *spec, gpd_lis
 
 static int append(gpd_registry *r, gpd_endpoint *e)
 {
+    if (index_add(r->by_name, e) != 0)
+        return -1;
     if (r->n == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 64;
         gpd_endpoint **p = realloc(r->eps, cap * sizeof(*p));
@@ -152,6 +250,7 @@ static int append(gpd_registry *r, gpd_endpoint *e)
         r->cap = cap;
     }
     r->eps[r->n++] = e;
+    r->by_port[e->spec.port] = e;
     return 0;
 }
 
@@ -185,6 +284,7 @@ int gpd_registry_add(gpd_registry *r, gpd_model_spec *spec, char *err, size_t er
         goto fail;
     }
     if (append(r, e) != 0) {
+        index_remove(r->by_name, e);
         gpd_endpoint_unref(e);
         snprintf(err, errlen, "out of memory");
         status = 500;
@@ -204,10 +304,13 @@ fail:
 
 int gpd_registry_remove(gpd_registry *r, const char *name)
 {
-    for (size_t i = 0; i < r->n; i++) {
+    gpd_endpoint *found = index_find(r->by_name, name);
+    for (size_t i = 0; found && i < r->n; i++) {
         gpd_endpoint *e = r->eps[i];
-        if (strcmp(e->spec.name, name) != 0)
+        if (e != found)
             continue;
+        index_remove(r->by_name, e);
+        r->by_port[e->spec.port] = NULL;
         gpd_ports_release(&r->ports, e->spec.port);
         memmove(&r->eps[i], &r->eps[i + 1], (r->n - i - 1) * sizeof(*r->eps));
         r->n--;
@@ -331,6 +434,9 @@ void gpd_registry_free(gpd_registry *r)
     for (size_t i = 0; i < r->n; i++)
         gpd_endpoint_unref(r->eps[i]);
     free(r->eps);
+    free(r->by_port);
+    if (r->by_name)
+        index_free(r->by_name);
     gpd_target_unref(r->openrouter);
     for (size_t i = 0; i < r->n_prices; i++)
         free(r->prices[i].id);

@@ -20,8 +20,10 @@ typedef struct gpd_registry {
     const gpd_config *cfg;
     gpd_ports ports;
     gpd_listener *main_listener;
-    gpd_endpoint **eps;
+    gpd_endpoint **eps;           /* in registration order */
     size_t n, cap;
+    gpd_endpoint **by_port;       /* 65536 slots */
+    struct gpd_name_index *by_name;
     gpd_worker **workers;
     int nworkers;
     uint64_t version;

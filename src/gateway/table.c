@@ -87,7 +87,14 @@ gpd_target *gpd_target_new(const char *url, const char **why)
         snprintf(port_s, sizeof(port_s), "%d", t->port);
         hints.ai_socktype = SOCK_STREAM;
         hints.ai_family = AF_UNSPEC;
-        if (getaddrinfo(t->host, port_s, &hints, &res) == 0 && res) {
+        /* Addresses first: no resolver files read for the common case. */
+        hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+        int rc = getaddrinfo(t->host, port_s, &hints, &res);
+        if (rc != 0) {
+            hints.ai_flags = AI_NUMERICSERV;
+            rc = getaddrinfo(t->host, port_s, &hints, &res);
+        }
+        if (rc == 0 && res) {
             memcpy(&t->addr, res->ai_addr, res->ai_addrlen);
             t->addrlen = res->ai_addrlen;
             t->resolved = true;
