@@ -60,6 +60,17 @@ int gpd_sbuf_puts(gpd_sbuf *b, const char *s)
     return gpd_sbuf_append(b, s, strlen(s));
 }
 
+int gpd_sbuf_append_u64(gpd_sbuf *b, unsigned long long v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return gpd_sbuf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
 int gpd_sbuf_printf(gpd_sbuf *b, const char *fmt, ...)
 {
     va_list ap;

@@ -43,6 +43,8 @@ typedef struct gpd_proxy {
     bool stream;
     enum relay_mode mode;
     gpd_sbuf head;              /* upstream request head */
+    gpd_sbuf resp_head;         /* the client's response head, sent with the first body bytes */
+    bool resp_head_pending;
     char model_json[320];       /* the rewritten "model" value, or an inserted member */
     uv_buf_t bufs[4];
     unsigned nbufs;
@@ -71,12 +73,14 @@ static gpd_proxy *proxy_get(gpd_worker *w)
         if (!p)
             return NULL;
         gpd_sbuf_init(&p->head, 0);
+        gpd_sbuf_init(&p->resp_head, 0);
     }
-    gpd_sbuf head = p->head;
+    gpd_sbuf head = p->head, resp_head = p->resp_head;
     memset(p, 0, sizeof(*p));
     p->head = head;
-    p->head.len = 0;
-    p->head.failed = false;
+    p->resp_head = resp_head;
+    gpd_sbuf_reset(&p->head);
+    gpd_sbuf_reset(&p->resp_head);
     p->w = w;
     return p;
 }
@@ -88,6 +92,8 @@ static void proxy_put(gpd_proxy *p)
     p->body_copy = NULL;
     if (p->head.cap > 16384) /* do not keep an unusually large head around */
         gpd_sbuf_free(&p->head);
+    if (p->resp_head.cap > 16384)
+        gpd_sbuf_free(&p->resp_head);
     p->next_free = w->free_proxies;
     w->free_proxies = p;
 }
@@ -139,17 +145,29 @@ static void proxy_error(gpd_proxy *p, int status, const char *type, const char *
 
 /* ---- the upstream request ---- */
 
+static bool in_list(gpd_str name, const gpd_str *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (name.len == list[i].len && strncasecmp(name.base, list[i].base, name.len) == 0)
+            return true;
+    return false;
+}
+
 static bool skip_request_header(gpd_str name, bool hosted)
 {
-    /* Hop-by-hop headers, framing we recompute, and what we set ourselves. */
-    static const char *const drop[] = { "host", "content-length", "transfer-encoding", "connection", "keep-alive",
-                                        "te", "trailer", "upgrade", "proxy-connection", "proxy-authorization",
-                                        "expect", "accept-encoding" };
-    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
-        if (gpd_str_case_eq(name, drop[i]))
-            return true;
+    /* Hop-by-hop headers, framing we recompute, and what we set ourselves
+     * (Accept-Encoding: usage is read from the body, so it must not be compressed). */
+    static const gpd_str drop[] = { GPD_STR_LIT("host"), GPD_STR_LIT("content-length"),
+                                    GPD_STR_LIT("transfer-encoding"), GPD_STR_LIT("connection"),
+                                    GPD_STR_LIT("keep-alive"), GPD_STR_LIT("te"), GPD_STR_LIT("trailer"),
+                                    GPD_STR_LIT("upgrade"), GPD_STR_LIT("proxy-connection"),
+                                    GPD_STR_LIT("proxy-authorization"), GPD_STR_LIT("expect"),
+                                    GPD_STR_LIT("accept-encoding") };
+    static const gpd_str authorization = GPD_STR_LIT("authorization");
+    if (in_list(name, drop, sizeof(drop) / sizeof(drop[0])))
+        return true;
     /* The client's own key never reaches a hosted API: ours replaces it. */
-    return hosted && gpd_str_case_eq(name, "authorization");
+    return hosted && in_list(name, &authorization, 1);
 }
 
 static size_t body_len_out(const gpd_proxy *p)
@@ -170,9 +188,19 @@ static int build_head(gpd_proxy *p, const gpd_target *t, gpd_str suffix, gpd_str
     h->len = 0;
     h->failed = false;
     h->max = 1 << 20;
-    gpd_sbuf_printf(h, "%.*s %s%.*s%s%.*s HTTP/1.1\r\nHost: %s\r\nContent-Length: %zu\r\n", GPD_STR_FMT(req->method),
-                    t->base_path, GPD_STR_FMT(suffix), query.len ? "?" : "", GPD_STR_FMT(query), t->host_header,
-                    body_len_out(p));
+    gpd_sbuf_append(h, req->method.base, req->method.len);
+    gpd_sbuf_append(h, " ", 1);
+    gpd_sbuf_append(h, t->base_path, t->base_path_len);
+    gpd_sbuf_append(h, suffix.base, suffix.len);
+    if (query.len) {
+        gpd_sbuf_append(h, "?", 1);
+        gpd_sbuf_append(h, query.base, query.len);
+    }
+    gpd_sbuf_puts(h, " HTTP/1.1\r\nHost: ");
+    gpd_sbuf_puts(h, t->host_header);
+    gpd_sbuf_puts(h, "\r\nContent-Length: ");
+    gpd_sbuf_append_u64(h, body_len_out(p));
+    gpd_sbuf_append(h, "\r\n", 2);
     if (hosted) {
         gpd_sbuf_puts(h, "Authorization: ");
         gpd_sbuf_append(h, tbl->openrouter_auth, tbl->openrouter_auth_len);
@@ -401,12 +429,11 @@ void gpd_proxy_start(gpd_conn *c, gpd_table_pin *pin, const gpd_endpoint *ep, gp
 
 static bool skip_response_header(gpd_str name)
 {
-    static const char *const drop[] = { "connection", "keep-alive", "transfer-encoding", "content-length", "te",
-                                        "trailer", "upgrade", "proxy-connection" };
-    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
-        if (gpd_str_case_eq(name, drop[i]))
-            return true;
-    return false;
+    static const gpd_str drop[] = { GPD_STR_LIT("connection"), GPD_STR_LIT("keep-alive"),
+                                    GPD_STR_LIT("transfer-encoding"), GPD_STR_LIT("content-length"),
+                                    GPD_STR_LIT("te"), GPD_STR_LIT("trailer"), GPD_STR_LIT("upgrade"),
+                                    GPD_STR_LIT("proxy-connection") };
+    return in_list(name, drop, sizeof(drop) / sizeof(drop[0]));
 }
 
 static int on_head(void *ctx, const gpd_http_response *res)
@@ -437,53 +464,71 @@ static int on_head(void *ctx, const gpd_http_response *res)
     bool http10 = c->ex->req.minor_version == 0;
     enum gpd_http_body_kind kind = res->framing.body;
     bool from_curl = p->creq != NULL;
-    char head[16384 + 512];
-    size_t o = 0;
+    gpd_sbuf *h = &p->resp_head;
+    gpd_sbuf_reset(h);
+    h->max = 64 * 1024;
     gpd_str reason = res->reason.len ? res->reason : gpd_str_from_cstr(gpd_http_reason(res->status));
-    o = (size_t)snprintf(head, sizeof(head), "HTTP/1.1 %d %.*s\r\n", res->status, GPD_STR_FMT(reason));
+    gpd_sbuf_append(h, "HTTP/1.1 ", 9);
+    gpd_sbuf_append_u64(h, (unsigned)res->status);
+    gpd_sbuf_append(h, " ", 1);
+    gpd_sbuf_append(h, reason.base, reason.len);
+    gpd_sbuf_append(h, "\r\n", 2);
     for (size_t i = 0; i < res->num_headers; i++) {
-        const gpd_http_header *h = &res->headers[i];
-        if (skip_response_header(h->name))
+        const gpd_http_header *hd = &res->headers[i];
+        if (skip_response_header(hd->name))
             continue;
-        if (o + h->name.len + h->value.len + 4 >= sizeof(head) - 128)
-            break;
-        memcpy(head + o, h->name.base, h->name.len);
-        o += h->name.len;
-        head[o++] = ':';
-        head[o++] = ' ';
-        memcpy(head + o, h->value.base, h->value.len);
-        o += h->value.len;
-        head[o++] = '\r';
-        head[o++] = '\n';
+        gpd_sbuf_append(h, hd->name.base, hd->name.len);
+        gpd_sbuf_append(h, ": ", 2);
+        gpd_sbuf_append(h, hd->value.base, hd->value.len);
+        gpd_sbuf_append(h, "\r\n", 2);
     }
     if (kind == GPD_HTTP_BODY_LENGTH) {
         p->mode = RELAY_RAW;
-        o += (size_t)snprintf(head + o, sizeof(head) - o, "Content-Length: %llu\r\n",
-                              (unsigned long long)res->framing.content_length);
+        gpd_sbuf_puts(h, "Content-Length: ");
+        gpd_sbuf_append_u64(h, (unsigned long long)res->framing.content_length);
+        gpd_sbuf_append(h, "\r\n", 2);
     } else if (kind == GPD_HTTP_BODY_NONE) {
         p->mode = RELAY_RAW;
         if (res->status != 204 && res->status != 304)
-            o += (size_t)snprintf(head + o, sizeof(head) - o, "Content-Length: 0\r\n");
+            gpd_sbuf_puts(h, "Content-Length: 0\r\n");
     } else if (http10) {
         p->mode = RELAY_CLOSE;
         c->keep_alive = false;
     } else if (kind == GPD_HTTP_BODY_CHUNKED && !from_curl) {
         p->mode = RELAY_RAW; /* the upstream's chunks go through as they are */
-        o += (size_t)snprintf(head + o, sizeof(head) - o, "Transfer-Encoding: chunked\r\n");
+        gpd_sbuf_puts(h, "Transfer-Encoding: chunked\r\n");
     } else {
         p->mode = RELAY_WRAP;
-        o += (size_t)snprintf(head + o, sizeof(head) - o, "Transfer-Encoding: chunked\r\n");
+        gpd_sbuf_puts(h, "Transfer-Encoding: chunked\r\n");
     }
     if (!gpd_conn_keep_alive(c) || p->mode == RELAY_CLOSE)
-        o += (size_t)snprintf(head + o, sizeof(head) - o, "Connection: close\r\n");
-    head[o++] = '\r';
-    head[o++] = '\n';
+        gpd_sbuf_puts(h, "Connection: close\r\n");
+    gpd_sbuf_append(h, "\r\n", 2);
+    if (h->failed) {
+        detach_upstream(p);
+        proxy_error(p, 502, "upstream_error", "upstream_failed", "upstream response head too large");
+        return -1;
+    }
     c->ex->status = res->status;
     p->head_sent = true;
-    uv_buf_t b = uv_buf_init(head, (unsigned)o);
-    if (gpd_conn_send(c, &b, 1) != 0)
-        return -1; /* the connection closed: the abort hook detached us */
+    /* The head waits for the first body bytes, so that both leave in one write. */
+    p->resp_head_pending = true;
     return 0;
+}
+
+/* Send bufs to the client, preceded by the response head if it has not left yet. */
+static int relay(gpd_proxy *p, const uv_buf_t *bufs, unsigned n)
+{
+    uv_buf_t all[4];
+    unsigned k = 0;
+    if (p->resp_head_pending) {
+        all[k++] = uv_buf_init(p->resp_head.data, (unsigned)p->resp_head.len);
+        p->resp_head_pending = false;
+    }
+    for (unsigned i = 0; i < n && k < 4; i++)
+        if (bufs[i].len)
+            all[k++] = bufs[i];
+    return k ? gpd_conn_send(p->conn, all, k) : 0;
 }
 
 static void on_payload(void *ctx, const char *data, size_t n)
@@ -497,10 +542,10 @@ static void on_payload(void *ctx, const char *data, size_t n)
         int pl = snprintf(pre, sizeof(pre), "%zx\r\n", n);
         uv_buf_t b[3] = { uv_buf_init(pre, (unsigned)pl), uv_buf_init((char *)data, (unsigned)n),
                           uv_buf_init("\r\n", 2) };
-        gpd_conn_send(p->conn, b, 3);
+        relay(p, b, 3);
     } else {
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
-        gpd_conn_send(p->conn, &b, 1);
+        relay(p, &b, 1);
     }
 }
 
@@ -508,11 +553,11 @@ static int on_body(void *ctx, const char *raw, size_t n)
 {
     gpd_proxy *p = ctx;
     gpd_conn *c = p->conn;
-    if (p->mode == RELAY_RAW) {
-        uv_buf_t b = uv_buf_init((char *)raw, (unsigned)n);
-        if (gpd_conn_send(c, &b, 1) != 0)
-            return -1;
-    }
+    /* RAW relays these bytes; the other modes relayed the payload already,
+     * but a head still pending (no body bytes yet) leaves now. */
+    uv_buf_t b = uv_buf_init((char *)raw, (unsigned)(p->mode == RELAY_RAW ? n : 0));
+    if (relay(p, &b, 1) != 0)
+        return -1;
     if (c->closing)
         return -1;
     return gpd_conn_pending(c) > GPD_OUT_HIGH_WATER ? 1 : 0;
@@ -523,10 +568,8 @@ static void on_done(void *ctx)
     gpd_proxy *p = ctx;
     p->up = NULL;
     p->creq = NULL;
-    if (p->mode == RELAY_WRAP) {
-        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
-        gpd_conn_send(p->conn, &b, 1);
-    }
+    uv_buf_t b = uv_buf_init("0\r\n\r\n", p->mode == RELAY_WRAP ? 5 : 0);
+    relay(p, &b, 1);
     if (p->mode == RELAY_CLOSE)
         p->conn->keep_alive = false;
     proxy_finish(p);
@@ -590,6 +633,7 @@ void gpd_proxy_free_list(gpd_worker *w)
         gpd_proxy *p = w->free_proxies;
         w->free_proxies = p->next_free;
         gpd_sbuf_free(&p->head);
+        gpd_sbuf_free(&p->resp_head);
         free(p);
     }
 }

@@ -23,7 +23,17 @@ void gpd_usage_feed(gpd_usage *u, const char *p, size_t n)
         char ch = *p;
         switch (u->phase) {
         case PH_SCAN: {
-            /* Jump to the next quote: most bytes are skipped by memchr. */
+            /* Skip ahead to where a key could start: just before the next
+             * "_tokens\"" (found with memmem, which is fast), or, when there is
+             * none, to the last bytes, where a key may begin that ends in the
+             * next segment.  The longest key, "completion_tokens" with its
+             * quotes, is 19 bytes. */
+            const char *hit = memmem(p, (size_t)(end - p), "_tokens\"", 8);
+            if (hit)
+                p = hit - p > 11 ? hit - 11 : p;
+            else if (end - p > 19)
+                p = end - 19;
+            /* Then to the next quote. */
             const char *q = memchr(p, '"', (size_t)(end - p));
             if (!q)
                 return;

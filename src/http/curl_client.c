@@ -221,6 +221,9 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userp)
             gpd_deadline_arm(r->response_wait, &r->wait, uv_now(r->g->loop));
         r->in_callback++;
         int rc = deliver_head(r);
+        /* Let the caller send the head now: a stream's first bytes may be slow to come. */
+        if (rc == 0 && !r->aborted)
+            rc = r->ev->on_body(r->ctx, NULL, 0) < 0 ? -1 : 0;
         r->in_callback--;
         if (rc != 0 || r->aborted) {
             r->failed = true;

@@ -49,6 +49,7 @@ struct gpd_upstream {
     bool reading;
     bool writing;
     bool detached;        /* caller gone: close when the write completes */
+    bool head_fresh;      /* on_head was just called: on_body follows even with no bytes */
 };
 
 /* ---- pool ---- */
@@ -150,6 +151,7 @@ static void complete(gpd_upstream *u)
     gpd_worker *w = u->w;
     u->ev = NULL;
     u->ctx = NULL;
+    u->head_fresh = false;
     gpd_deadline_cancel(&u->wait);
     pool_bucket *b = u->bucket;
     if (u->keep_alive && u->in_len == 0 && b && b->n_idle < POOL_MAX_IDLE && !w->stopping) {
@@ -230,7 +232,8 @@ static int process_body(gpd_upstream *u, size_t off)
     }
     /* Everything in the buffer is handed over now; the next read starts at 0. */
     u->in_len = 0;
-    if (relay > 0) {
+    if (relay > 0 || (u->head_fresh && !done)) {
+        u->head_fresh = false;
         int r = u->ev->on_body(u->ctx, p, relay);
         if (r < 0)
             return -1;
@@ -280,6 +283,7 @@ static void process_head(gpd_upstream *u)
         gpd_http_chunked_init(&u->chunked);
         if (u->ev->on_head(u->ctx, &res) != 0)
             return; /* aborted */
+        u->head_fresh = true;
         process_body(u, (size_t)r);
         return;
     }
