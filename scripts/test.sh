@@ -25,6 +25,8 @@ suite() {
 }
 
 integration() {
+  # The tests skip themselves without a binary; here a missing one is a failure.
+  [ -x "$1" ] || { echo "$1 was not built"; return 1; }
   GPUPROXYD_BIN="$1" $PYTHON -m unittest discover -s tests/integration -t . "${@:2}"
 }
 
@@ -33,6 +35,7 @@ sdk() {
   if [ ! -d tests/e2e/node_modules/openai ]; then
     (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) || return 1
   fi
+  [ -x build/gpuproxyd ] || { echo "build/gpuproxyd was not built"; return 1; }
   GPUPROXYD_BIN=build/gpuproxyd node --test tests/e2e/
 }
 

@@ -175,7 +175,7 @@ void gpd_server_accept(gpd_worker *w, int fd, gpd_listener *l)
     if (c) {
         w->free_conns = c->next;
     } else {
-        c = malloc(sizeof(*c));
+        c = calloc(1, sizeof(*c));
         if (!c) {
             close(fd);
             return;
