@@ -4,7 +4,7 @@
 
 CC      ?= cc
 BUILD   ?= build
-PKGS    := libuv libcurl jansson openssl
+PKGS    := libuv libcurl jansson openssl sqlite3 libpq
 VERSION := 0.1.0
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wundef -Wno-unused-parameter
@@ -30,7 +30,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 
 .PHONY: all deps run test unit integration sdk fuzz bench clean check-config
 
-all: $(BUILD)/gpuproxyd $(BUILD)/gpuproxyctl
+all: $(BUILD)/gpuproxyd $(BUILD)/gpuproxyctl $(BUILD)/gpd-runtime-exec
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -45,6 +45,10 @@ $(BUILD)/gpuproxyd: $(BUILD)/obj/src/main.o $(BUILD)/libgpd.a
 
 $(BUILD)/gpuproxyctl: $(BUILD)/obj/tools/gpuproxyctl.o $(BUILD)/libgpd.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/gpd-runtime-exec: tools/gpd-runtime-exec.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libgpd.a
 	@mkdir -p $(dir $@)

@@ -7,6 +7,8 @@ set -euo pipefail
 packages=(
   build-essential pkg-config
   libuv1-dev libcurl4-openssl-dev libjansson-dev libssl-dev   # the daemon
+  libsqlite3-dev libpq-dev                                     # the store's two engines
+  postgresql                                                   # the store tests start a real server
   libcriterion-dev                                             # unit tests
   clang libclang-rt-dev                                        # fuzzers (libFuzzer) and sanitizers
   prometheus                                                   # promtool checks the /metrics exposition

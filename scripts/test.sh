@@ -40,8 +40,15 @@ sdk() {
 }
 
 jobs=$(nproc 2>/dev/null || echo 2)
+# A throwaway PostgreSQL for the store's tests (the same suite runs on SQLite and PostgreSQL).
+if eval "$(bash scripts/pg_temp.sh start)"; then
+  trap 'bash scripts/pg_temp.sh stop "$GPD_PG_DIR" >/dev/null 2>&1' EXIT
+else
+  echo "PostgreSQL could not start: the store's PostgreSQL tests fail"; failed=$((failed + 1)); failures+=("postgres")
+fi
 suite "build" make -j"$jobs" all
 suite "unit tests" make -j"$jobs" unit
+suite "fake provider APIs" $PYTHON -m unittest tests.fakes.test_fakes
 suite "integration tests" integration build/gpuproxyd
 suite "openai SDK tests" sdk
 suite "build (ASan+UBSan)" make -j"$jobs" BUILD=build-asan SAN=1 OPT="-O1 -g" all

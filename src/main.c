@@ -15,6 +15,8 @@
 #include <curl/curl.h>
 
 #include "api/admin.h"
+#include "compute/broker.h"
+#include "store/store.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "gateway/gateway.h"
@@ -39,6 +41,8 @@ static struct daemon {
     gpd_listener *main_listener;
     gpd_curl *curl;
     gpd_pricing *pricing;
+    gpd_store *store;
+    gpd_broker *broker;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t log_timer, drain_timer;
     bool draining;
@@ -168,6 +172,8 @@ static void control_close_handles(void)
     uv_close((uv_handle_t *)&d.sig_hup, NULL);
     gpd_pricing_stop(d.pricing);
     d.pricing = NULL;
+    gpd_broker_free(d.broker);
+    d.broker = NULL;
     gpd_curl_free(d.curl);
     d.curl = NULL;
     gpd_mailbox_close(&d.mailbox);
@@ -175,6 +181,8 @@ static void control_close_handles(void)
 
 static void finish_shutdown(void)
 {
+    if (d.broker)
+        gpd_broker_shutdown(d.broker);
     for (int i = 0; i < d.nworkers; i++)
         gpd_mailbox_post(&d.workers[i]->mailbox, worker_stop_task, d.workers[i]);
     for (int i = 0; i < d.nworkers; i++)
@@ -300,7 +308,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "gpuproxyd: %s\n", err);
         return 1;
     }
-    gpd_admin_init(&d.registry);
+    if (gpd_store_open(d.cfg.store_url, &d.store, err, sizeof(err)) != 0) {
+        fprintf(stderr, "gpuproxyd: store %s: %s\n", d.cfg.store_url, err);
+        return 1;
+    }
+
+    gpd_admin_init(&d.registry, d.store, NULL);
 
     uint64_t t0 = uv_hrtime();
     gpd_registry_hold(&d.registry);
@@ -313,6 +326,9 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    /* Models registered at run time by earlier runs come back on their ports. */
+    if (gpd_api_models_restore(err, sizeof(err)) != 0)
+        gpd_log_error("stored models not restored", "\"error\":\"%s\"", err);
     d.registry.dirty = true;
     gpd_registry_release(&d.registry);
     double open_ms = (double)(uv_hrtime() - t0) / 1e6;
@@ -325,6 +341,10 @@ int main(int argc, char **argv)
     }
     d.curl = gpd_curl_new(d.loop, d.cfg.ca_file);
     d.pricing = gpd_pricing_start(d.loop, d.curl, &d.registry, &d.cfg);
+    d.broker = gpd_broker_new(d.loop, d.curl, &d.cfg, d.store, &d.registry, err, sizeof(err));
+    if (!d.broker)
+        gpd_log_error("compute broker not started", "\"error\":\"%s\"", err);
+    gpd_api_compute_init(d.broker);
 
     uv_signal_init(d.loop, &d.sig_term);
     uv_signal_init(d.loop, &d.sig_int);
@@ -346,6 +366,7 @@ int main(int argc, char **argv)
 
     gpd_registry_free(&d.registry);
     gpd_listener_unref(d.main_listener);
+    gpd_store_close(d.store);
     for (int i = 0; i < d.nworkers; i++) {
         free(d.workers[i]->metrics);
         free(d.workers[i]->tables);

@@ -12,26 +12,12 @@
 #include "core/log.h"
 
 static gpd_registry *registry;
+static gpd_store *store;
 
-void gpd_admin_init(gpd_registry *r)
+void gpd_api_models_init(gpd_registry *r, gpd_store *s)
 {
     registry = r;
-}
-
-static void reply_json(gpd_admin_call *call, int status, json_t *body)
-{
-    call->status = status;
-    call->resp_body = json_dumps(body, JSON_COMPACT);
-    call->resp_len = call->resp_body ? strlen(call->resp_body) : 0;
-    json_decref(body);
-    gpd_admin_reply(call);
-}
-
-static void reply_error(gpd_admin_call *call, int status, const char *code, const char *msg)
-{
-    json_t *err = json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type",
-                            status >= 500 ? "server_error" : "invalid_request_error", "code", code);
-    reply_json(call, status, err);
+    store = s;
 }
 
 static const char *public_host(const gpd_config *cfg)
@@ -42,6 +28,26 @@ static const char *public_host(const gpd_config *cfg)
     return h;
 }
 
+/* The registration as it is stored, to register it again after a restart. */
+static json_t *spec_json(const gpd_model_spec *s)
+{
+    json_t *o = json_pack("{s:s,s:s,s:i}", "name", s->name, "provider",
+                          s->tier == GPD_TIER_HOSTED ? "openrouter" : "custom", "port", s->port);
+    if (s->upstream_model)
+        json_object_set_new(o, "upstream_model", json_string(s->upstream_model));
+    if (s->n_upstreams) {
+        json_t *urls = json_array();
+        for (size_t i = 0; i < s->n_upstreams; i++)
+            json_array_append_new(urls, json_string(s->upstream_urls[i]));
+        json_object_set_new(o, "upstream_urls", urls);
+    }
+    if (s->prompt_usd_per_mtok >= 0)
+        json_object_set_new(o, "prompt_usd_per_mtok", json_real(s->prompt_usd_per_mtok));
+    if (s->completion_usd_per_mtok >= 0)
+        json_object_set_new(o, "completion_usd_per_mtok", json_real(s->completion_usd_per_mtok));
+    return o;
+}
+
 static json_t *model_json(const gpd_endpoint *e)
 {
     const gpd_model_spec *s = &e->spec;
@@ -50,7 +56,7 @@ static json_t *model_json(const gpd_endpoint *e)
     snprintf(endpoint, sizeof(endpoint), strchr(host, ':') ? "http://[%s]:%d/v1" : "http://%s:%d/v1", host, s->port);
     json_t *o = json_pack("{s:s,s:i,s:s,s:s,s:s,s:s}", "name", s->name, "port", s->port, "endpoint", endpoint,
                           "provider", s->tier == GPD_TIER_HOSTED ? "openrouter" : "custom", "tier",
-                          gpd_tier_name(s->tier), "source", s->from_config ? "config" : "api");
+                          gpd_tier_name(s->tier), "source", s->source == GPD_MODEL_FROM_CONFIG ? "config" : s->source == GPD_MODEL_FROM_RESERVATION ? "reservation" : "api");
     if (s->upstream_model)
         json_object_set_new(o, "upstream_model", json_string(s->upstream_model));
     if (s->tier == GPD_TIER_CUSTOM) {
@@ -145,14 +151,14 @@ static void models_create(gpd_admin_call *call)
     if (!j || !json_is_object(j)) {
         snprintf(err, sizeof(err), "request body must be a JSON object%s%s", j ? "" : ": ", j ? "" : jerr.text);
         json_decref(j);
-        reply_error(call, 400, "invalid_json", err);
+        gpd_api_reply_error(call, 400, "invalid_json", err);
         return;
     }
     gpd_model_spec spec;
     if (spec_from_json(j, &spec, err, sizeof(err)) != 0) {
         gpd_model_spec_free(&spec);
         json_decref(j);
-        reply_error(call, 400, "invalid_model", err);
+        gpd_api_reply_error(call, 400, "invalid_model", err);
         return;
     }
     json_decref(j);
@@ -160,12 +166,25 @@ static void models_create(gpd_admin_call *call)
     snprintf(name, sizeof(name), "%s", spec.name ? spec.name : "");
     int status = gpd_registry_add(registry, &spec, err, sizeof(err));
     if (status != 201) {
-        reply_error(call, status, status == 409 ? "conflict" : status == 400 ? "invalid_model" : "internal_error", err);
+        gpd_api_reply_error(call, status, status == 409 ? "conflict" : status == 400 ? "invalid_model" : "internal_error", err);
         return;
     }
     const gpd_endpoint *e = gpd_registry_find(registry, name);
+    /* Stored, so that it comes back after a restart on the same port. */
+    json_t *doc = spec_json(&e->spec);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    char serr[256];
+    if (store && gpd_store_model_put(store, name, e->spec.port, text ? text : "{}", serr, sizeof(serr)) != 0) {
+        free(text);
+        gpd_registry_remove(registry, name);
+        snprintf(err, sizeof(err), "model not stored (nothing registered): %s", serr);
+        gpd_api_reply_error(call, 500, "store_error", err);
+        return;
+    }
+    free(text);
     gpd_log_info("model registered", "\"model\":\"%s\",\"port\":%d", name, e->spec.port);
-    reply_json(call, 201, model_json(e));
+    gpd_api_reply_json(call, 201, model_json(e));
 }
 
 static void models_list(gpd_admin_call *call)
@@ -173,7 +192,7 @@ static void models_list(gpd_admin_call *call)
     json_t *arr = json_array();
     for (size_t i = 0; i < registry->n; i++)
         json_array_append_new(arr, model_json(registry->eps[i]));
-    reply_json(call, 200, json_pack("{s:o}", "models", arr));
+    gpd_api_reply_json(call, 200, json_pack("{s:o}", "models", arr));
 }
 
 /* Decode %XX in a path segment (model names may hold '/'). */
@@ -196,19 +215,21 @@ static void url_decode(char *s)
     *o = '\0';
 }
 
-void gpd_admin_handle(gpd_admin_call *call)
+bool gpd_api_models(gpd_admin_call *call)
 {
     const char *path = call->path;
     const char *m = call->method;
     static const char prefix[] = "/api/v1/models";
+    if (strncmp(path, prefix, sizeof(prefix) - 1) != 0 || (path[sizeof(prefix) - 1] && path[sizeof(prefix) - 1] != '/'))
+        return false;
     if (!strcmp(path, prefix) || !strcmp(path, "/api/v1/models/")) {
         if (!strcmp(m, "GET"))
             models_list(call);
         else if (!strcmp(m, "POST"))
             models_create(call);
         else
-            reply_error(call, 405, "method_not_allowed", "use GET or POST on /api/v1/models");
-        return;
+            gpd_api_reply_error(call, 405, "method_not_allowed", "use GET or POST on /api/v1/models");
+        return true;
     }
     if (!strncmp(path, "/api/v1/models/", sizeof(prefix))) {
         char name[512];
@@ -217,28 +238,63 @@ void gpd_admin_handle(gpd_admin_call *call)
         const gpd_endpoint *e = gpd_registry_find(registry, name);
         if (!strcmp(m, "GET")) {
             if (e)
-                reply_json(call, 200, model_json(e));
+                gpd_api_reply_json(call, 200, model_json(e));
             else
-                reply_error(call, 404, "model_not_found", "no such model");
-            return;
+                gpd_api_reply_error(call, 404, "model_not_found", "no such model");
+            return true;
         }
         if (!strcmp(m, "DELETE")) {
             char msg[600];
             if (!e) {
                 snprintf(msg, sizeof(msg), "model '%s' does not exist", name);
-                reply_error(call, 404, "model_not_found", msg);
-                return;
+                gpd_api_reply_error(call, 404, "model_not_found", msg);
+                return true;
             }
             int port = e->spec.port;
+            if (e->spec.source == GPD_MODEL_FROM_RESERVATION) {
+                gpd_api_reply_error(call, 409, "conflict",
+                                    "this model belongs to a reservation: release the reservation instead");
+                return true;
+            }
+            char serr[256];
+            if (store && e->spec.source == GPD_MODEL_FROM_API &&
+                gpd_store_model_delete(store, name, serr, sizeof(serr)) < 0) {
+                gpd_api_reply_error(call, 500, "store_error", serr);
+                return true;
+            }
             gpd_registry_remove(registry, name);
             gpd_log_info("model deleted", "\"model\":\"%s\",\"port\":%d", name, port);
-            reply_json(call, 200, json_pack("{s:s,s:i}", "deleted", name, "port", port));
-            return;
+            gpd_api_reply_json(call, 200, json_pack("{s:s,s:i}", "deleted", name, "port", port));
+            return true;
         }
-        reply_error(call, 405, "method_not_allowed", "use GET or DELETE on /api/v1/models/{name}");
-        return;
+        gpd_api_reply_error(call, 405, "method_not_allowed", "use GET or DELETE on /api/v1/models/{name}");
+        return true;
     }
-    char msg[600];
-    snprintf(msg, sizeof(msg), "no admin route for %s %s", m, path);
-    reply_error(call, 404, "not_found", msg);
+    return false;
+}
+
+/* Register the models stored by earlier runs, on their ports. */
+int gpd_api_models_restore(char *err, size_t errlen)
+{
+    gpd_store_model_row *rows = NULL;
+    size_t n = 0;
+    if (gpd_store_model_list(store, &rows, &n, err, errlen) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *j = json_loads(rows[i].doc, 0, NULL);
+        gpd_model_spec spec;
+        char why[512];
+        if (!j || spec_from_json(j, &spec, why, sizeof(why)) != 0) {
+            gpd_log_error("stored model skipped", "\"model\":\"%s\"", rows[i].name);
+            if (j)
+                gpd_model_spec_free(&spec);
+            json_decref(j);
+            continue;
+        }
+        json_decref(j);
+        if (gpd_registry_add(registry, &spec, why, sizeof(why)) != 201)
+            gpd_log_error("stored model not restored", "\"model\":\"%s\",\"reason\":\"%s\"", rows[i].name, why);
+    }
+    gpd_store_model_rows_free(rows, n);
+    return 0;
 }

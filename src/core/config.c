@@ -69,6 +69,17 @@ static const field fields[] = {
     { "compute", "max_vastai_gpus", F_I64, OFF(max_vastai_gpus), 0, 1000000, "MAX_VASTAI_GPUS" },
     { "compute", "max_ionet_gpus", F_I64, OFF(max_ionet_gpus), 0, 1000000, "MAX_IONET_GPUS" },
 
+    { "compute", "provisioning_timeout", F_DURATION, OFF(provisioning_timeout_ms), 1000, 0, NULL },
+    { "compute", "reconcile_interval", F_DURATION, OFF(reconcile_interval_ms), 100, 0, NULL },
+    { "compute", "queue_recheck", F_DURATION, OFF(queue_recheck_ms), 100, 0, NULL },
+    { "compute", "poll_interval", F_DURATION, OFF(poll_interval_ms), 50, 0, NULL },
+    { "compute", "max_offers_per_provider", F_I64, OFF(max_offers_per_provider), 1, 1000, NULL },
+    { "compute", "capacity_cooldown", F_DURATION, OFF(capacity_cooldown_ms), 0, 0, NULL },
+    { "compute", "local_cpu_slots", F_I64, OFF(local_cpu_slots), 0, 4096, NULL },
+    { "compute", "tpu_runtime_version", F_STR, OFF(tpu_runtime_version), NOLIM, NULL },
+    { "providers.gcp_tpu", "access_token", F_STR, OFF(gcp_access_token), NOLIM, "GCP_ACCESS_TOKEN" },
+    { "providers.gcp_tpu", "credentials_file", F_STR, OFF(gcp_credentials_file), NOLIM, "GOOGLE_APPLICATION_CREDENTIALS" },
+
     { "distillation", "enabled", F_BOOL, OFF(distillation_enabled), NOLIM, "DISTILLATION_ENABLED" },
     { "distillation", "mode", F_STR, OFF(distillation_mode), NOLIM, "DISTILLATION_MODE" },
     { "distillation", "confidence_threshold", F_FLOAT, OFF(confidence_threshold), NOLIM, "CONFIDENCE_THRESHOLD" },
@@ -290,6 +301,14 @@ static void set_defaults(gpd_config *cfg)
     cfg->max_tpus = 200;
     cfg->max_vastai_gpus = 1000;
     cfg->max_ionet_gpus = 1000;
+    cfg->provisioning_timeout_ms = 30 * 60 * 1000;
+    cfg->reconcile_interval_ms = 60 * 1000;
+    cfg->queue_recheck_ms = 30 * 1000;
+    cfg->poll_interval_ms = 2000;
+    cfg->max_offers_per_provider = 25;
+    cfg->capacity_cooldown_ms = 45 * 1000;
+    cfg->local_cpu_slots = sysconf(_SC_NPROCESSORS_ONLN) > 0 ? sysconf(_SC_NPROCESSORS_ONLN) : 1;
+    cfg->tpu_runtime_version = strdup("tpu-ubuntu2204-base");
     cfg->distillation_mode = strdup("shadow");
     cfg->confidence_threshold = 0.8;
     cfg->max_training_examples = 100000;
@@ -354,7 +373,7 @@ static int load_model(const char *file, const gpd_toml_value *t, gpd_model_spec 
     m->tier = GPD_TIER_CUSTOM;
     m->prompt_usd_per_mtok = -1;
     m->completion_usd_per_mtok = -1;
-    m->from_config = true;
+    m->source = GPD_MODEL_FROM_CONFIG;
     for (size_t i = 0; i < gpd_toml_count(t); i++) {
         const gpd_toml_value *v = gpd_toml_at(t, i);
         const char *k = v->key;
@@ -424,6 +443,69 @@ static int load_model(const char *file, const gpd_toml_value *t, gpd_model_spec 
         }
     }
     return 0;
+}
+
+/* [runtimes.NAME] tables: image, command, port, health_path, args. */
+static int load_runtimes(const char *file, const gpd_toml_value *t, gpd_config *cfg, char *err, size_t errlen)
+{
+    size_t n = gpd_toml_count(t);
+    cfg->runtimes = calloc(n ? n : 1, sizeof(*cfg->runtimes));
+    if (!cfg->runtimes)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const gpd_toml_value *rt = gpd_toml_at(t, i);
+        if (rt->type != GPD_TOML_TABLE) {
+            set_err(err, errlen, "%s:%d: key '%s': expected a [runtimes.%s] table", file, rt->line, rt->key, rt->key);
+            return -1;
+        }
+        gpd_runtime *r = &cfg->runtimes[cfg->n_runtimes++];
+        r->name = strdup(rt->key);
+        r->port = 8000;
+        r->health_path = strdup("/health");
+        for (size_t j = 0; j < gpd_toml_count(rt); j++) {
+            const gpd_toml_value *v = gpd_toml_at(rt, j);
+            char **slot = !strcmp(v->key, "image") ? &r->image
+                          : !strcmp(v->key, "command") ? &r->command
+                          : !strcmp(v->key, "health_path") ? &r->health_path
+                          : !strcmp(v->key, "args") ? &r->args
+                                                     : NULL;
+            if (slot) {
+                if (v->type != GPD_TOML_STRING) {
+                    set_err(err, errlen, "%s:%d: key '%s': expected a string", file, v->line, v->key);
+                    return -1;
+                }
+                free(*slot);
+                *slot = strdup(v->u.string.ptr);
+            } else if (!strcmp(v->key, "port")) {
+                if (v->type != GPD_TOML_INTEGER || v->u.integer < 1 || v->u.integer > 65535) {
+                    set_err(err, errlen, "%s:%d: key 'port': expected an integer 1-65535", file, v->line);
+                    return -1;
+                }
+                r->port = (int)v->u.integer;
+            } else {
+                set_err(err, errlen, "%s:%d: key '%s': unknown key in [runtimes.%s]", file, v->line, v->key, r->name);
+                return -1;
+            }
+        }
+        if (!r->image && !r->command) {
+            set_err(err, errlen, "%s:%d: [runtimes.%s]: needs 'image' (remote providers) or 'command' (local)", file,
+                    rt->line, r->name);
+            return -1;
+        }
+        if (r->health_path[0] != '/') {
+            set_err(err, errlen, "%s:%d: [runtimes.%s]: 'health_path' must start with '/'", file, rt->line, r->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+const gpd_runtime *gpd_config_runtime(const gpd_config *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->n_runtimes; i++)
+        if (!strcmp(cfg->runtimes[i].name, name))
+            return &cfg->runtimes[i];
+    return NULL;
 }
 
 static int apply_env(gpd_config *cfg, char *err, size_t errlen)
@@ -641,6 +723,11 @@ int gpd_config_load(const char *path, gpd_config *cfg, char *err, size_t errlen)
                 }
                 continue;
             }
+            if (!strcmp(v->key, "runtimes") && v->type == GPD_TOML_TABLE) {
+                if (load_runtimes(path, v, cfg, err, errlen) != 0)
+                    goto out;
+                continue;
+            }
             if (v->type != GPD_TOML_TABLE || !is_known_section(v->key)) {
                 set_err(err, errlen, "%s:%d: unknown %s '%s'", path, v->line,
                         v->type == GPD_TOML_TABLE ? "section" : "top-level key", v->key);
@@ -668,7 +755,8 @@ void gpd_config_free(gpd_config *cfg)
                       &cfg->openrouter_base_url, &cfg->openrouter_api_key, &cfg->vastai_base_url,
                       &cfg->vastai_api_key, &cfg->ionet_base_url, &cfg->ionet_api_key, &cfg->gcp_tpu_base_url,
                       &cfg->gcp_project, &cfg->gcp_zone, &cfg->distillation_mode, &cfg->jwt_secret,
-                      &cfg->store_url };
+                      &cfg->store_url, &cfg->tpu_runtime_version, &cfg->gcp_access_token,
+                      &cfg->gcp_credentials_file };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         free(*strs[i]);
         *strs[i] = NULL;
@@ -676,6 +764,17 @@ void gpd_config_free(gpd_config *cfg)
     for (size_t i = 0; i < cfg->n_models; i++)
         gpd_model_spec_free(&cfg->models[i]);
     free(cfg->models);
+    for (size_t i = 0; i < cfg->n_runtimes; i++) {
+        gpd_runtime *r = &cfg->runtimes[i];
+        free(r->name);
+        free(r->image);
+        free(r->command);
+        free(r->health_path);
+        free(r->args);
+    }
+    free(cfg->runtimes);
+    cfg->runtimes = NULL;
+    cfg->n_runtimes = 0;
     cfg->models = NULL;
     cfg->n_models = 0;
 }

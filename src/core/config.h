@@ -28,8 +28,24 @@ typedef struct gpd_model_spec {
     int port;                     /* 0: allocate from the tier's range */
     double prompt_usd_per_mtok;   /* < 0: unknown (hosted models then use OpenRouter's pricing) */
     double completion_usd_per_mtok;
-    bool from_config;             /* static [[models]] entry (reloaded on SIGHUP) vs registered at run time */
+    enum gpd_model_source {
+        GPD_MODEL_FROM_API = 0,       /* registered at run time: persisted in the store */
+        GPD_MODEL_FROM_CONFIG,        /* a static [[models]] entry: reloaded on SIGHUP */
+        GPD_MODEL_FROM_RESERVATION    /* a reservation's port: the reservation restores it */
+    } source;
 } gpd_model_spec;
+
+/* A runtime recipe from [runtimes.NAME]: how a model is served on reserved
+ * compute.  Only configured runtimes can be started: no command ever comes
+ * from an API caller. */
+typedef struct gpd_runtime {
+    char *name;
+    char *image;                /* container image, for remote providers */
+    char *command;              /* local provider: command line with {port} {model} {gpus} */
+    int port;                   /* where the runtime listens inside the instance */
+    char *health_path;          /* e.g. "/health" or "/v1/models" */
+    char *args;                 /* arguments for the image's entrypoint, {model} {port} filled in */
+} gpd_runtime;
 
 typedef struct gpd_config {
     char *path;
@@ -65,6 +81,20 @@ typedef struct gpd_config {
     /* [compute] */
     int64_t max_gpus, max_tpus, max_vastai_gpus, max_ionet_gpus;
 
+    uint64_t provisioning_timeout_ms;   /* a reservation not active by then fails */
+    uint64_t reconcile_interval_ms;
+    uint64_t queue_recheck_ms;
+    uint64_t poll_interval_ms;          /* provider status and runtime health polls */
+    int64_t max_offers_per_provider;
+    uint64_t capacity_cooldown_ms;      /* an offer that had no capacity is skipped this long */
+    int64_t local_cpu_slots;            /* CPU slots the local provider offers without GPUs */
+    char *tpu_runtime_version;
+    char *gcp_access_token, *gcp_credentials_file;
+
+    /* [runtimes.NAME] */
+    gpd_runtime *runtimes;
+    size_t n_runtimes;
+
     /* [distillation] */
     bool distillation_enabled;
     char *distillation_mode;
@@ -82,6 +112,8 @@ typedef struct gpd_config {
     gpd_model_spec *models;
     size_t n_models;
 } gpd_config;
+
+const gpd_runtime *gpd_config_runtime(const gpd_config *cfg, const char *name);
 
 /* Load path (NULL: defaults only), apply the environment, validate.
  * Returns 0, or -1 with err set. */

@@ -346,7 +346,7 @@ int gpd_registry_reload(gpd_registry *r, const gpd_config *cfg, char *err, size_
     /* Drop static models that are gone or changed. */
     for (size_t i = 0; i < r->n;) {
         gpd_endpoint *e = r->eps[i];
-        bool keep = !e->spec.from_config;
+        bool keep = e->spec.source != GPD_MODEL_FROM_CONFIG;
         for (size_t j = 0; !keep && j < cfg->n_models; j++)
             keep = same_spec(&e->spec, &cfg->models[j]);
         if (keep) {

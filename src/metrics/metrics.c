@@ -73,6 +73,9 @@ const char *gpd_upstream_error_name(enum gpd_upstream_error_kind k)
     return k < GPD_UPERR_COUNT ? names[k] : "unknown";
 }
 
+const char *const gpd_compute_provider_names[] = { "vastai", "ionet", "gcp_tpu", "openrouter", "local", NULL };
+gpd_compute_gauges gpd_compute_metrics;
+
 const double gpd_hist_bounds[GPD_HIST_BUCKETS] = { 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                                    1,     2.5,   5,    10,    30,   60,  300 };
 
@@ -212,6 +215,26 @@ int gpd_metrics_render(gpd_sbuf *out, const struct gpd_table *table, struct gpd_
         label_value(b, st->name);
         gpd_sbuf_printf(b, "\"} %.9f\n", (double)nano / 1e9);
     }
+
+    /* The compute broker. */
+    gpd_sbuf_puts(b, "# HELP gpuproxyd_cost_per_hour_dollars What active reservations cost per hour, by provider.\n"
+                     "# TYPE gpuproxyd_cost_per_hour_dollars gauge\n");
+    for (int i = 0; gpd_compute_provider_names[i]; i++)
+        gpd_sbuf_printf(b, "gpuproxyd_cost_per_hour_dollars{provider=\"%s\"} %.6f\n", gpd_compute_provider_names[i],
+                        (double)atomic_load(&gpd_compute_metrics.cost_per_hour_micro[i]) / 1e6);
+    gpd_sbuf_printf(b, "# HELP gpuproxyd_active_gpus GPUs held by provisioning and active reservations.\n"
+                       "# TYPE gpuproxyd_active_gpus gauge\ngpuproxyd_active_gpus %lld\n",
+                    (long long)atomic_load(&gpd_compute_metrics.active_gpus));
+    gpd_sbuf_printf(b, "# HELP gpuproxyd_active_tpus TPU chips held by provisioning and active reservations.\n"
+                       "# TYPE gpuproxyd_active_tpus gauge\ngpuproxyd_active_tpus %lld\n",
+                    (long long)atomic_load(&gpd_compute_metrics.active_tpus));
+    gpd_sbuf_printf(b, "# HELP gpuproxyd_reservation_queue_depth Reservations waiting for capacity.\n"
+                       "# TYPE gpuproxyd_reservation_queue_depth gauge\ngpuproxyd_reservation_queue_depth %lld\n",
+                    (long long)atomic_load(&gpd_compute_metrics.queue_depth));
+    gpd_sbuf_printf(b, "# HELP gpuproxyd_reservation_accrued_cost_dollars Cost accrued so far by live reservations.\n"
+                       "# TYPE gpuproxyd_reservation_accrued_cost_dollars gauge\n"
+                       "gpuproxyd_reservation_accrued_cost_dollars %.6f\n",
+                    (double)atomic_load(&gpd_compute_metrics.accrued_cost_micro) / 1e6);
 
     /* Access log lines dropped because a worker's ring was full. */
     uint64_t dropped = 0;

@@ -85,6 +85,18 @@ typedef struct gpd_worker_metrics {
 
 void gpd_histogram_observe(gpd_histogram *h, uint64_t us);
 
+/* The compute broker's gauges: written by the control thread, read at scrape. */
+#define GPD_COMPUTE_PROVIDERS 5
+extern const char *const gpd_compute_provider_names[]; /* vastai ionet gcp_tpu openrouter local, NULL */
+typedef struct gpd_compute_gauges {
+    _Atomic int64_t active_gpus;
+    _Atomic int64_t active_tpus;
+    _Atomic int64_t queue_depth;
+    _Atomic uint64_t cost_per_hour_micro[8]; /* micro-dollars per hour, by provider index */
+    _Atomic uint64_t accrued_cost_micro;
+} gpd_compute_gauges;
+extern gpd_compute_gauges gpd_compute_metrics;
+
 struct gpd_table;
 struct gpd_worker;
 /*
