@@ -1500,6 +1500,36 @@ typedef struct reconcile_ctx {
     int provider;
 } reconcile_ctx;
 
+/* Whether a reservation of ours (in this process) carries this label. */
+static bool is_ours_in_memory(gpd_broker *b, gpd_provider *p, const char *label)
+{
+    for (res *r = b->list; r; r = r->next) {
+        char l[96];
+        gpd_label_for(r->id, l, sizeof(l));
+        if (!strcmp(l, label))
+            return true;
+    }
+    return false;
+}
+
+/* With several instances sharing one store, an instance whose reservation
+ * another gpuproxyd drives is not an orphan: the store, not this process's
+ * memory, says which reservations are live. */
+static bool owned_elsewhere(gpd_broker *b, const char *label, const char *instance_id)
+{
+    if (strncmp(label, "gpd-", 4) != 0)
+        return false;
+    gpd_store_res_row row;
+    char err[256];
+    if (gpd_store_res_get(b->store, label + 4, &row, err, sizeof(err)) != 0)
+        return false;
+    bool live = (!strcmp(row.status, "queued") || !strcmp(row.status, "provisioning") || !strcmp(row.status, "active")) &&
+                strcmp(row.owner, b->owner) != 0;
+    gpd_store_res_row_free(&row);
+    (void)instance_id;
+    return live;
+}
+
 static void on_list_ours(void *ctx, enum gpd_prov_err err, const char *msg, gpd_instance_status *list, size_t n)
 {
     reconcile_ctx *rc = ctx;
@@ -1528,6 +1558,8 @@ static void on_list_ours(void *ctx, enum gpd_prov_err err, const char *msg, gpd_
                 break;
             keep = !strcmp(r->instance_id, st->id) || r->phase == PH_CREATE;
         }
+        if (!keep && !is_ours_in_memory(b, p, st->label) && owned_elsewhere(b, st->label, st->id))
+            keep = true; /* another gpuproxyd sharing the store drives it */
         if (!keep && st->state != GPD_INSTANCE_GONE)
             destroy_orphan(b, p, st->id);
     }
@@ -1751,8 +1783,12 @@ gpd_broker *gpd_broker_new(uv_loop_t *loop, gpd_curl *curl, const gpd_config *cf
         return NULL;
     }
     gpd_registry_hold(registry);
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        /* Reservations another gpuproxyd drives (shared PostgreSQL) stay theirs. */
+        if (rows[i].owner[0] && strcmp(rows[i].owner, b->owner) != 0)
+            continue;
         load_one(b, &rows[i]);
+    }
     gpd_registry_release(registry);
     gpd_store_res_rows_free(rows, n);
     update_gauges(b);

@@ -302,3 +302,46 @@ class Restarts(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CLI(unittest.TestCase):
+    """gpuproxyctl reserve|list|show|extend|release against the real daemon."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon(extra_toml=compute_toml()).start()
+        cls.ctl = str(REPO_ROOT / os.path.dirname(os.environ.get("GPUPROXYD_BIN", "build/gpuproxyd")) / "gpuproxyctl")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.stop_and_check()
+
+    def run_ctl(self, *args, check=True):
+        import subprocess
+        p = subprocess.run([self.ctl, "--url", "http://127.0.0.1:%d" % self.d.port] + list(args),
+                           capture_output=True, text=True, timeout=60)
+        if check:
+            self.assertEqual(p.returncode, 0, "gpuproxyctl %s: %s %s" % (args, p.stdout, p.stderr))
+        return p
+
+    def test_reserve_list_show_extend_release(self):
+        p = self.run_ctl("reserve", "--provider", "local", "--compute", "cpu", "--duration", "1h",
+                         "--runtime", "echo", "--model", "cli-model")
+        self.assertIn("status       active", p.stdout)
+        rid = [l.split()[1] for l in p.stdout.splitlines() if l.startswith("reservation")][0]
+        self.assertIn(rid, self.run_ctl("list").stdout)
+        js = json.loads(self.run_ctl("--json", "show", rid).stdout)
+        self.assertEqual(js["status"], "active")
+        self.assertIn("endpoint", self.run_ctl("show", rid).stdout)
+        ext = json.loads(self.run_ctl("--json", "extend", rid, "30m").stdout)
+        self.assertEqual(ext["duration_seconds"], 3600 + 1800)
+        rel = json.loads(self.run_ctl("--json", "release", rid).stdout)
+        self.assertEqual(rel["status"], "released")
+
+    def test_refusals_name_the_field_and_fail(self):
+        p = self.run_ctl("reserve", "--provider", "local", "--compute", "cpu", "--duration", "whenever", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("duration", p.stderr)
+        p = self.run_ctl("show", "res-nope", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("404", p.stderr)
