@@ -148,6 +148,30 @@ class Providers(unittest.TestCase):
         self.assertEqual(c.status, 200, c)
         self.release(rid)
 
+    def test_gcp_service_account_key_is_exchanged_for_a_token(self):
+        import json as _json
+        import subprocess
+        import sys
+        sys.path.insert(0, str(FAKES))
+        import gcp_tpu  # the fake's helpers: a service-account key file
+        d = self.daemon(start=False)
+        key_path = os.path.join(d.dir, "sa.json")
+        key = gcp_tpu.make_sa_key(key_path, self.tpu.base + "/token")
+        pub = subprocess.run(["openssl", "pkey", "-pubout"], input=key["private_key"].encode(),
+                             capture_output=True, check=True).stdout.decode()
+        self.set(self.tpu, sa_public_key=pub, require_signature=True)
+        d.extra_env.pop("GCP_ACCESS_TOKEN", None)
+        d.extra_env["GOOGLE_APPLICATION_CREDENTIALS"] = key_path
+        d.start()
+        r = reserve(d, {"provider": "gcp_tpu", "compute_type": "tpu", "tpu_type": "v5litepod-8", "count": 8,
+                        "duration": "1h", "runtime": "vllm"})
+        res = wait_status(d, r.json()["reservation_id"], "active")
+        token_calls = [c for c in self.calls(self.tpu, "POST") if c["path"].endswith("/token")]
+        self.assertTrue(token_calls, "no token exchange happened")
+        self.assertEqual(_json.dumps(key).count("PRIVATE KEY") > 0, True)
+        self.assertNotIn(key["private_key"].splitlines()[1], d.stderr_text(), "key material in the log")
+        self.release(res["reservation_id"])
+
     def test_auto_picks_by_price_and_says_why(self):
         d = self.daemon()
         r = reserve(d, {"provider": "auto", "gpu_model": "H100", "count": 1, "duration": "1h", "runtime": "vllm"})
