@@ -172,6 +172,26 @@ class Providers(unittest.TestCase):
         self.assertNotIn(key["private_key"].splitlines()[1], d.stderr_text(), "key material in the log")
         self.release(res["reservation_id"])
 
+    def test_seed_example_two_h100s_for_two_hours(self):
+        d = self.daemon()
+        r = reserve(d, {"provider": "auto", "compute_type": "gpu", "gpu_model": "H100", "count": 2,
+                        "duration": "2h"})
+        self.assertEqual(r.status, 201, r)
+        res = wait_status(d, r.json()["reservation_id"], "active")
+        self.assertEqual(res["count"], 2)
+        self.assertEqual(res["runtime"], "vllm")  # the first configured runtime when none is named
+        self.assertTrue(res["endpoint"].startswith("http://127.0.0.1:"), res)
+        m = http_request(d.port, "GET", "/metrics").text
+        self.assertIn("gpuproxyd_active_gpus 2", m)
+        self.release(res["reservation_id"])
+
+    def test_provider_5xx_are_retried(self):
+        d = self.daemon()
+        self.set(self.ionet, fail_next=2)
+        r = reserve(d, {"provider": "ionet", "gpu_model": "H100", "count": 1, "duration": "1h", "runtime": "vllm"})
+        res = wait_status(d, r.json()["reservation_id"], "active", timeout=20)
+        self.release(res["reservation_id"])
+
     def test_auto_picks_by_price_and_says_why(self):
         d = self.daemon()
         r = reserve(d, {"provider": "auto", "gpu_model": "H100", "count": 1, "duration": "1h", "runtime": "vllm"})
