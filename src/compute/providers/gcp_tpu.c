@@ -49,6 +49,8 @@
 #define GCP_LIST_PAGES 20
 #define GCP_MAX_LIST 1024
 #define GCP_MAX_PRICES 16
+#define GCP_BEARER "Authorization: Bearer "
+#define GCP_TOKEN_MAX 4096        /* an access token, its NUL included */
 
 typedef struct gcp_price {
     char type[32];                /* generation ("v5litepod") */
@@ -62,7 +64,10 @@ typedef struct gcp_provider {
     /* service account */
     EVP_PKEY *key;
     char *client_email, *token_uri, *key_id;
-    char token[4096];
+    /* The header every call carries; token is its value part, "" while
+     * there is none. */
+    char auth[sizeof(GCP_BEARER) - 1 + GCP_TOKEN_MAX];
+    char *token;
     uint64_t token_expiry;        /* uv_now() ms; 0: none */
     bool static_token;
     gpd_http_call *token_call;
@@ -72,23 +77,12 @@ typedef struct gcp_provider {
     gpd__port_memo ports;
 } gcp_provider;
 
-enum gcp_op_kind { GCP_SEARCH, GCP_CREATE, GCP_STATUS, GCP_DESTROY, GCP_LIST };
-
 typedef struct gcp_op gcp_op;
 typedef void (*gcp_step)(gcp_op *o);
 
 struct gcp_op {
     gpd__op op;
     gcp_provider *p;
-    enum gcp_op_kind kind;
-    union {
-        gpd_offers_cb offers;
-        gpd_create_cb create;
-        gpd_status_cb status;
-        gpd_done_cb done;
-        gpd_list_cb list;
-    } cb;
-    void *ctx;
     gcp_step step;                /* the request to (re)issue once a token is there */
     bool waiting_token;
     bool auth_retried;
@@ -527,7 +521,7 @@ static void token_done(void *ctx, const gpd_http_reply *r)
     enum gpd_prov_err err = GPD_PROV_OK;
     char msg[400] = "";
     if (r->err == GPD_PROV_OK && r->status != 0 &&
-        gpd__gcp_parse_token(r->json, p->token, sizeof(p->token), &expires_in)) {
+        gpd__gcp_parse_token(r->json, p->token, GCP_TOKEN_MAX, &expires_in)) {
         /* Fetch again a minute before it ends (or halfway, for short tokens). */
         long long margin = expires_in > 120 ? 60 : expires_in / 2;
         p->token_expiry = uv_now(p->base.loop) + (uint64_t)(expires_in - margin) * 1000;
@@ -619,6 +613,14 @@ static bool auth_retry(gcp_op *o, const gpd_http_reply *r)
     return true;
 }
 
+/* Run the next request of an op that makes several (a poll, a page): it
+ * gets its own retry after a 401. */
+static void run_next(gcp_op *o, gcp_step step)
+{
+    o->auth_retried = false;
+    run_step(o, step);
+}
+
 /* ---- operations ---- */
 
 static void op_destroy(gpd__op *op)
@@ -629,78 +631,33 @@ static void op_destroy(gpd__op *op)
     free(o);
 }
 
-static gcp_op *op_new(gcp_provider *p, enum gcp_op_kind kind, void *ctx)
+static gcp_op *op_new(gcp_provider *p, enum gpd__op_kind kind, void *ctx)
 {
-    gcp_op *o = calloc(1, sizeof(*o));
-    if (!o) {
-        gpd_log_error("gcp_tpu: out of memory", "\"kind\":%d", (int)kind);
-        return NULL;
+    gcp_op *o = (gcp_op *)gpd__op_new(sizeof(*o), &p->base, &p->ops, kind, ctx, op_destroy);
+    if (o) {
+        o->p = p;
+        o->op.auth = p->auth;
     }
-    o->p = p;
-    o->kind = kind;
-    o->ctx = ctx;
-    gpd__op_link(&p->ops, &o->op, op_destroy);
     return o;
 }
 
-static void op_report(gcp_op *o, enum gpd_prov_err err, const char *msg, const char *id,
-                      const gpd_instance_status *st, gpd_offer *offers, gpd_instance_status *list, size_t n)
-{
-    gpd__op_end(&o->op);
-    msg = msg ? msg : "";
-    switch (o->kind) {
-    case GCP_SEARCH:
-        o->cb.offers(o->ctx, err, msg, offers, n);
-        break;
-    case GCP_CREATE:
-        o->cb.create(o->ctx, err, msg, id && *id ? id : NULL);
-        break;
-    case GCP_STATUS:
-        o->cb.status(o->ctx, err, msg, st);
-        break;
-    case GCP_DESTROY:
-        o->cb.done(o->ctx, err, msg);
-        break;
-    case GCP_LIST:
-        o->cb.list(o->ctx, err, msg, list, n);
-        break;
-    }
-    o->op.destroy(&o->op);
-}
-
-/* Early failures report through a deferred call whose callback reports. */
+/* Early failures report through a deferred call whose callback reports: a
+ * create whose Operation was started reports the node with the error. */
 static void failed_later(void *ctx, const gpd_http_reply *r)
 {
     gcp_op *o = (gcp_op *)gpd__op_of(ctx, NULL);
-    const char *id = o->kind == GCP_CREATE && o->op_name[0] ? o->id : NULL;
-    op_report(o, r->err, r->msg, id, NULL, NULL, NULL, 0);
+    gpd__op_report_id(&o->op, r->err, r->msg, o->op_name[0] ? o->id : NULL);
 }
 
 static void op_fail(gcp_op *o, enum gpd_prov_err err, const char *msg)
 {
-    gpd__op_cancel_calls(&o->op);
-    if (gpd__op_fail_later(&o->op, 0, o->p->base.loop, err, msg, failed_later) != 0) {
-        gpd_log_error("gcp_tpu: out of memory", "\"kind\":%d", (int)o->kind);
-        gpd__op_end(&o->op);
-        o->op.destroy(&o->op);
-    }
+    gpd__op_fail(&o->op, err, msg, failed_later);
 }
 
 static void op_send(gcp_op *o, const char *method, const char *url, const char *body, bool idempotent,
                     uint64_t delay_ms, gpd_http_call_cb cb)
 {
-    char auth[sizeof(o->p->token) + 32];
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", o->p->token);
-    gpd_http_call_opts opts = {
-        .method = method,
-        .url = url,
-        .headers = { auth },
-        .body = body,
-        .body_len = body ? strlen(body) : 0,
-        .idempotent = idempotent,
-        .delay_ms = delay_ms,
-    };
-    if (gpd__op_call(&o->op, 0, o->p->base.loop, o->p->base.curl, &opts, cb) != 0)
+    if (gpd__op_send(&o->op, 0, method, url, body, idempotent, delay_ms, cb) != 0)
         op_fail(o, GPD_PROV_FAILED, "out of memory");
 }
 
@@ -722,11 +679,11 @@ static void search_done(void *ctx, const gpd_http_reply *r)
     if (auth_retry(o, r))
         return;
     if (r->status == 404) {
-        op_report(o, GPD_PROV_OK, "", NULL, NULL, NULL, NULL, 0); /* the type is not offered in this zone */
+        gpd__op_report(&o->op, GPD_PROV_OK, ""); /* the type is not offered in this zone */
         return;
     }
     if (r->err != GPD_PROV_OK || r->status == 0) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     gpd_offer offer;
@@ -734,7 +691,7 @@ static void search_done(void *ctx, const gpd_http_reply *r)
     double od = 0, spot = -1;
     int chips = gpd__tpu_chips(o->tpu_type);
     if (!provider_price(o->p, o->tpu_type, &od, &spot)) {
-        op_report(o, GPD_PROV_UNSUPPORTED, "gcp_tpu: no price known for this TPU type", NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, GPD_PROV_UNSUPPORTED, "gcp_tpu: no price known for this TPU type");
         return;
     }
     snprintf(offer.provider, sizeof(offer.provider), "gcp_tpu");
@@ -750,7 +707,7 @@ static void search_done(void *ctx, const gpd_http_reply *r)
     size_t n = o->max_cost > 0 && offer.price_per_hr > o->max_cost ? 0 : 1;
     if (o->count > 0 && chips < o->count)
         n = 0;
-    op_report(o, GPD_PROV_OK, "", NULL, NULL, &offer, NULL, n);
+    gpd__op_report_offers(&o->op, GPD_PROV_OK, "", &offer, n);
 }
 
 static void search_step(gcp_op *o)
@@ -764,10 +721,10 @@ static void search_step(gcp_op *o)
 static void gcp_search(gpd_provider *gp, const gpd_offer_query *q, gpd_offers_cb cb, void *ctx)
 {
     gcp_provider *p = (gcp_provider *)gp;
-    gcp_op *o = op_new(p, GCP_SEARCH, ctx);
+    gcp_op *o = op_new(p, GPD__OP_SEARCH, ctx);
     if (!o)
         return;
-    o->cb.offers = cb;
+    o->op.cb.offers = cb;
     snprintf(o->tpu_type, sizeof(o->tpu_type), "%s", q->tpu_type ? q->tpu_type : "");
     for (char *c = o->tpu_type; *c; c++)
         *c = (char)tolower((unsigned char)*c);
@@ -788,29 +745,49 @@ static void gcp_search(gpd_provider *gp, const gpd_offer_query *q, gpd_offers_cb
     run_step(o, search_step);
 }
 
-/* create */
+/* create and destroy: the long-running Operation they answer */
 
-static void create_poll_step(gcp_op *o);
+static void poll_step(gcp_op *o);
 
-static void create_finish_op(gcp_op *o, const gpd__gcp_op_result *res)
+/* Poll the Operation `name` until it is done. */
+static void poll_operation(gcp_op *o, const char *name)
 {
+    snprintf(o->op_name, sizeof(o->op_name), "%s", name);
+    run_next(o, poll_step);
+}
+
+/* The Operation of a create or a destroy is done, with res's outcome. */
+static void operation_done(gcp_op *o, const gpd__gcp_op_result *res)
+{
+    if (o->op.kind == GPD__OP_DESTROY) {
+        bool gone = res->err == GPD_PROV_OK || res->err == GPD_PROV_NOT_FOUND;
+        gpd__op_report(&o->op, gone ? GPD_PROV_OK : res->err, gone ? "" : res->msg);
+        return;
+    }
     if (res->err == GPD_PROV_OK) {
-        op_report(o, GPD_PROV_OK, "", o->id, NULL, NULL, NULL, 0);
+        gpd__op_report_id(&o->op, GPD_PROV_OK, "", o->id);
         return;
     }
     /* A failed create may leave a node behind (TERMINATED): the broker deletes it. */
     gpd_log_info("gcp_tpu: create failed", "\"node\":\"%s\",\"error\":\"%s\"", o->id, gpd_prov_err_name(res->err));
-    op_report(o, res->err, res->msg, o->id, NULL, NULL, NULL, 0);
+    gpd__op_report_id(&o->op, res->err, res->msg, o->id);
 }
 
-static void create_poll_done(void *ctx, const gpd_http_reply *r)
+/* A poll of a create's or a destroy's Operation.  The reports pass the
+ * node id on, which only a create's callback takes. */
+static void poll_done(void *ctx, const gpd_http_reply *r)
 {
     gcp_op *o = (gcp_op *)gpd__op_of(ctx, NULL);
+    bool create = o->op.kind == GPD__OP_CREATE;
     if (auth_retry(o, r))
         return;
+    if (!create && r->status == 404) {
+        gpd__op_report(&o->op, GPD_PROV_OK, ""); /* the operation is gone: so is the node */
+        return;
+    }
     if (r->err != GPD_PROV_OK || r->status == 0) {
         if (r->err == GPD_PROV_AUTH || ++o->poll_failures >= GCP_POLL_FAILURES) {
-            op_report(o, r->err, r->msg, o->id, NULL, NULL, NULL, 0);
+            gpd__op_report_id(&o->op, r->err, r->msg, o->id);
             return;
         }
     } else {
@@ -818,25 +795,29 @@ static void create_poll_done(void *ctx, const gpd_http_reply *r)
         gpd__gcp_op_result res;
         gpd__gcp_parse_operation(r->json, &res);
         if (res.done) {
-            create_finish_op(o, &res);
+            operation_done(o, &res);
             return;
         }
     }
-    if (++o->polls >= GCP_CREATE_POLLS) {
-        /* Still creating: the node exists; status polling and the broker's deadline take over. */
-        op_report(o, GPD_PROV_OK, "create operation still running", o->id, NULL, NULL, NULL, 0);
+    if (++o->polls >= (create ? GCP_CREATE_POLLS : GCP_DELETE_POLLS)) {
+        /* Still running.  A create: the node exists; status polling and the
+         * broker's deadline take over.  A delete: it was accepted and is
+         * under way; the node no longer runs. */
+        gpd__op_report_id(&o->op, GPD_PROV_OK,
+                          create ? "create operation still running" : "delete operation still running", o->id);
         return;
     }
-    o->auth_retried = false;
-    run_step(o, create_poll_step);
+    run_next(o, poll_step);
 }
 
-static void create_poll_step(gcp_op *o)
+static void poll_step(gcp_op *o)
 {
     char url[1200];
     snprintf(url, sizeof(url), "%s/%s", o->p->base.base_url, o->op_name);
-    op_send(o, "GET", url, NULL, true, GCP_POLL_MS, create_poll_done);
+    op_send(o, "GET", url, NULL, true, GCP_POLL_MS, poll_done);
 }
+
+/* create */
 
 static void create_done(void *ctx, const gpd_http_reply *r)
 {
@@ -847,27 +828,25 @@ static void create_done(void *ctx, const gpd_http_reply *r)
         /* The node id is this reservation's label: it exists already (an
          * earlier try of this create went through). */
         gpd_log_info("gcp_tpu: node exists already", "\"node\":\"%s\"", o->id);
-        op_report(o, GPD_PROV_OK, "", o->id, NULL, NULL, NULL, 0);
+        gpd__op_report_id(&o->op, GPD_PROV_OK, "", o->id);
         return;
     }
     if (r->err != GPD_PROV_OK || r->status == 0) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     gpd__gcp_op_result res;
     gpd__gcp_parse_operation(r->json, &res);
     gpd__port_memo_put(&o->p->ports, o->id, o->port);
     if (res.done) {
-        create_finish_op(o, &res);
+        operation_done(o, &res);
         return;
     }
     if (!res.name[0]) {
-        op_report(o, GPD_PROV_FAILED, "create answer is not an Operation", o->id, NULL, NULL, NULL, 0);
+        gpd__op_report_id(&o->op, GPD_PROV_FAILED, "create answer is not an Operation", o->id);
         return;
     }
-    snprintf(o->op_name, sizeof(o->op_name), "%s", res.name);
-    o->auth_retried = false;
-    run_step(o, create_poll_step);
+    poll_operation(o, res.name);
 }
 
 static void create_step(gcp_op *o)
@@ -883,10 +862,10 @@ static void create_step(gcp_op *o)
 static void gcp_create(gpd_provider *gp, const gpd_instance_spec *spec, gpd_create_cb cb, void *ctx)
 {
     gcp_provider *p = (gcp_provider *)gp;
-    gcp_op *o = op_new(p, GCP_CREATE, ctx);
+    gcp_op *o = op_new(p, GPD__OP_CREATE, ctx);
     if (!o)
         return;
-    o->cb.create = cb;
+    o->op.cb.create = cb;
     if (!spec->offer || !spec->runtime || !spec->label || gpd__tpu_chips(spec->offer->gpu_model) == 0) {
         op_fail(o, GPD_PROV_BAD_REQUEST, "gcp_tpu: create needs a TPU offer, a runtime and a label");
         return;
@@ -921,18 +900,18 @@ static void status_done(void *ctx, const gpd_http_reply *r)
         st.state = GPD_INSTANCE_GONE;
         st.cost_per_hr = -1;
         snprintf(st.message, sizeof(st.message), "node not found");
-        op_report(o, GPD_PROV_OK, "", NULL, &st, NULL, NULL, 0);
+        gpd__op_report_status(&o->op, GPD_PROV_OK, "", &st);
         return;
     }
     if (r->err != GPD_PROV_OK || r->status == 0 || !json_is_object(r->json)) {
-        op_report(o, r->err != GPD_PROV_OK ? r->err : GPD_PROV_FAILED, r->msg[0] ? r->msg : "node answer is not JSON",
-                  NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err != GPD_PROV_OK ? r->err : GPD_PROV_FAILED,
+                       r->msg[0] ? r->msg : "node answer is not JSON");
         return;
     }
     int port = gpd__port_memo_get(&o->p->ports, o->id);
     gpd__tpu_node_status(r->json, port > 0 ? port : 8000, &st);
     snprintf(st.id, sizeof(st.id), "%s", o->id);
-    op_report(o, GPD_PROV_OK, "", NULL, &st, NULL, NULL, 0);
+    gpd__op_report_status(&o->op, GPD_PROV_OK, "", &st);
 }
 
 static void status_step(gcp_op *o)
@@ -945,10 +924,10 @@ static void status_step(gcp_op *o)
 static void gcp_status(gpd_provider *gp, const char *instance_id, gpd_status_cb cb, void *ctx)
 {
     gcp_provider *p = (gcp_provider *)gp;
-    gcp_op *o = op_new(p, GCP_STATUS, ctx);
+    gcp_op *o = op_new(p, GPD__OP_STATUS, ctx);
     if (!o)
         return;
-    o->cb.status = cb;
+    o->op.cb.status = cb;
     snprintf(o->id, sizeof(o->id), "%s", instance_id ? instance_id : "");
     if (!o->id[0]) {
         op_fail(o, GPD_PROV_BAD_REQUEST, "gcp_tpu: no node id");
@@ -959,71 +938,26 @@ static void gcp_status(gpd_provider *gp, const char *instance_id, gpd_status_cb 
 
 /* destroy */
 
-static void destroy_poll_step(gcp_op *o);
-
-static void destroy_poll_done(void *ctx, const gpd_http_reply *r)
-{
-    gcp_op *o = (gcp_op *)gpd__op_of(ctx, NULL);
-    if (auth_retry(o, r))
-        return;
-    if (r->status == 404) {
-        op_report(o, GPD_PROV_OK, "", NULL, NULL, NULL, NULL, 0); /* the operation is gone: so is the node */
-        return;
-    }
-    if (r->err != GPD_PROV_OK || r->status == 0) {
-        if (r->err == GPD_PROV_AUTH || ++o->poll_failures >= GCP_POLL_FAILURES) {
-            op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
-            return;
-        }
-    } else {
-        o->poll_failures = 0;
-        gpd__gcp_op_result res;
-        gpd__gcp_parse_operation(r->json, &res);
-        if (res.done) {
-            bool gone = res.err == GPD_PROV_NOT_FOUND;
-            op_report(o, gone ? GPD_PROV_OK : res.err, gone ? "" : res.msg, NULL, NULL, NULL, NULL, 0);
-            return;
-        }
-    }
-    if (++o->polls >= GCP_DELETE_POLLS) {
-        /* Deleting was accepted and is under way; the node no longer runs. */
-        op_report(o, GPD_PROV_OK, "delete operation still running", NULL, NULL, NULL, NULL, 0);
-        return;
-    }
-    o->auth_retried = false;
-    run_step(o, destroy_poll_step);
-}
-
-static void destroy_poll_step(gcp_op *o)
-{
-    char url[1200];
-    snprintf(url, sizeof(url), "%s/%s", o->p->base.base_url, o->op_name);
-    op_send(o, "GET", url, NULL, true, GCP_POLL_MS, destroy_poll_done);
-}
-
 static void destroy_done(void *ctx, const gpd_http_reply *r)
 {
     gcp_op *o = (gcp_op *)gpd__op_of(ctx, NULL);
     if (auth_retry(o, r))
         return;
     if (r->status == 404) {
-        op_report(o, GPD_PROV_OK, "", NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, GPD_PROV_OK, "");
         return;
     }
     if (r->err != GPD_PROV_OK || r->status == 0) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     gpd__gcp_op_result res;
     gpd__gcp_parse_operation(r->json, &res);
     if (res.done || !res.name[0]) {
-        bool ok = res.err == GPD_PROV_OK || res.err == GPD_PROV_NOT_FOUND;
-        op_report(o, ok ? GPD_PROV_OK : res.err, ok ? "" : res.msg, NULL, NULL, NULL, NULL, 0);
+        operation_done(o, &res);
         return;
     }
-    snprintf(o->op_name, sizeof(o->op_name), "%s", res.name);
-    o->auth_retried = false;
-    run_step(o, destroy_poll_step);
+    poll_operation(o, res.name);
 }
 
 static void destroy_step(gcp_op *o)
@@ -1037,10 +971,10 @@ static void destroy_step(gcp_op *o)
 static void gcp_destroy(gpd_provider *gp, const char *instance_id, gpd_done_cb cb, void *ctx)
 {
     gcp_provider *p = (gcp_provider *)gp;
-    gcp_op *o = op_new(p, GCP_DESTROY, ctx);
+    gcp_op *o = op_new(p, GPD__OP_DESTROY, ctx);
     if (!o)
         return;
-    o->cb.done = cb;
+    o->op.cb.done = cb;
     snprintf(o->id, sizeof(o->id), "%s", instance_id ? instance_id : "");
     if (!o->id[0]) {
         op_fail(o, GPD_PROV_BAD_REQUEST, "gcp_tpu: no node id");
@@ -1059,8 +993,8 @@ static void list_done(void *ctx, const gpd_http_reply *r)
     if (auth_retry(o, r))
         return;
     if (r->err != GPD_PROV_OK || r->status == 0 || !json_is_object(r->json)) {
-        op_report(o, r->err != GPD_PROV_OK ? r->err : GPD_PROV_FAILED, r->msg[0] ? r->msg : "nodes answer is not JSON",
-                  NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err != GPD_PROV_OK ? r->err : GPD_PROV_FAILED,
+                       r->msg[0] ? r->msg : "nodes answer is not JSON");
         return;
     }
     const json_t *nodes = json_object_get(r->json, "nodes"), *node;
@@ -1072,7 +1006,7 @@ static void list_done(void *ctx, const gpd_http_reply *r)
         if (!o->list) {
             o->list = calloc(GCP_MAX_LIST, sizeof(*o->list));
             if (!o->list) {
-                op_report(o, GPD_PROV_FAILED, "out of memory", NULL, NULL, NULL, NULL, 0);
+                gpd__op_report(&o->op, GPD_PROV_FAILED, "out of memory");
                 return;
             }
         }
@@ -1087,11 +1021,10 @@ static void list_done(void *ctx, const gpd_http_reply *r)
     const char *next = json_string_value(json_object_get(r->json, "nextPageToken"));
     if (next && *next && ++o->pages < GCP_LIST_PAGES && strlen(next) < sizeof(o->page_token)) {
         snprintf(o->page_token, sizeof(o->page_token), "%s", next);
-        o->auth_retried = false;
-        run_step(o, list_step);
+        run_next(o, list_step);
         return;
     }
-    op_report(o, GPD_PROV_OK, "", NULL, NULL, NULL, o->list, o->nlist);
+    gpd__op_report_list(&o->op, GPD_PROV_OK, "", o->list, o->nlist);
 }
 
 static void list_step(gcp_op *o)
@@ -1107,10 +1040,10 @@ static void list_step(gcp_op *o)
 static void gcp_list_ours(gpd_provider *gp, gpd_list_cb cb, void *ctx)
 {
     gcp_provider *p = (gcp_provider *)gp;
-    gcp_op *o = op_new(p, GCP_LIST, ctx);
+    gcp_op *o = op_new(p, GPD__OP_LIST, ctx);
     if (!o)
         return;
-    o->cb.list = cb;
+    o->op.cb.list = cb;
     run_step(o, list_step);
 }
 
@@ -1132,7 +1065,7 @@ static void gcp_free(gpd_provider *gp)
     free(p->runtime_version);
     free(p->base.base_url);
     free(p->base.api_key);
-    OPENSSL_cleanse(p->token, sizeof(p->token));
+    OPENSSL_cleanse(p->auth, sizeof(p->auth));
     free(p);
 }
 
@@ -1187,6 +1120,8 @@ gpd_provider *gpd_gcp_tpu_new(uv_loop_t *loop, gpd_curl *curl, const char *base_
     gcp_provider *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
+    memcpy(p->auth, GCP_BEARER, sizeof(GCP_BEARER) - 1);
+    p->token = p->auth + sizeof(GCP_BEARER) - 1;
     const char *b = base_url && *base_url ? base_url : "https://tpu.googleapis.com/v2";
     size_t bl = strlen(b);
     while (bl > 0 && b[bl - 1] == '/')
@@ -1202,10 +1137,10 @@ gpd_provider *gpd_gcp_tpu_new(uv_loop_t *loop, gpd_curl *curl, const char *base_
         return NULL;
     }
     if (access_token && *access_token) {
-        if (strlen(access_token) >= sizeof(p->token)) {
-            gpd_log_error("gcp_tpu: access token too long", "\"max\":%zu", sizeof(p->token) - 1);
+        if (strlen(access_token) >= GCP_TOKEN_MAX) {
+            gpd_log_error("gcp_tpu: access token too long", "\"max\":%zu", (size_t)GCP_TOKEN_MAX - 1);
         } else {
-            snprintf(p->token, sizeof(p->token), "%s", access_token);
+            snprintf(p->token, GCP_TOKEN_MAX, "%s", access_token);
             p->static_token = true;
             p->base.api_key = strdup(access_token);
         }

@@ -1,3 +1,9 @@
+/*
+ * The HTTP call (http_call.h), and below it the plumbing every remote
+ * provider's operations share on top of it (providers_internal.h): an op's
+ * creation, its one report to the user, its deferred failure and its
+ * authenticated sends.
+ */
 #include "compute/providers/http_call.h"
 
 #include <ctype.h>
@@ -8,6 +14,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "compute/providers/providers_internal.h"
 #include "core/log.h"
 #include "core/sbuf.h"
 #include "metrics/metrics.h"
@@ -453,4 +460,113 @@ void gpd_http_call_cancel(gpd_http_call *c)
         gpd_curl_abort(c->req);
     c->req = NULL;
     call_free(c);
+}
+
+/* ---- provider operations ---- */
+
+static void log_out_of_memory(const gpd_provider *prov, enum gpd__op_kind kind)
+{
+    char msg[64];
+    snprintf(msg, sizeof(msg), "%s: out of memory", prov->ops->name);
+    gpd_log_error(msg, "\"kind\":%d", (int)kind);
+}
+
+gpd__op *gpd__op_new(size_t size, gpd_provider *prov, gpd__op **head, enum gpd__op_kind kind, void *ctx,
+                     void (*destroy)(gpd__op *op))
+{
+    gpd__op *op = calloc(1, size);
+    if (!op) {
+        log_out_of_memory(prov, kind);
+        return NULL;
+    }
+    op->prov = prov;
+    op->kind = kind;
+    op->ctx = ctx;
+    gpd__op_link(head, op, destroy);
+    return op;
+}
+
+/* The one report: the op leaves its list before the user hears of it (see
+ * gpd__op_end), and is freed after. */
+static void op_report(gpd__op *op, enum gpd_prov_err err, const char *msg, const char *id,
+                      const gpd_instance_status *st, gpd_offer *offers, gpd_instance_status *list, size_t n)
+{
+    gpd__op_end(op);
+    msg = msg ? msg : "";
+    switch (op->kind) {
+    case GPD__OP_SEARCH:
+        op->cb.offers(op->ctx, err, msg, offers, n);
+        break;
+    case GPD__OP_CREATE:
+        op->cb.create(op->ctx, err, msg, id && *id ? id : NULL);
+        break;
+    case GPD__OP_STATUS:
+        op->cb.status(op->ctx, err, msg, st);
+        break;
+    case GPD__OP_DESTROY:
+    case GPD__OP_EXTEND:
+        op->cb.done(op->ctx, err, msg);
+        break;
+    case GPD__OP_LIST:
+        op->cb.list(op->ctx, err, msg, list, n);
+        break;
+    }
+    op->destroy(op);
+}
+
+void gpd__op_report(gpd__op *op, enum gpd_prov_err err, const char *msg)
+{
+    op_report(op, err, msg, NULL, NULL, NULL, NULL, 0);
+}
+
+void gpd__op_report_id(gpd__op *op, enum gpd_prov_err err, const char *msg, const char *id)
+{
+    op_report(op, err, msg, id, NULL, NULL, NULL, 0);
+}
+
+void gpd__op_report_status(gpd__op *op, enum gpd_prov_err err, const char *msg, const gpd_instance_status *st)
+{
+    op_report(op, err, msg, NULL, st, NULL, NULL, 0);
+}
+
+void gpd__op_report_offers(gpd__op *op, enum gpd_prov_err err, const char *msg, gpd_offer *offers, size_t n)
+{
+    op_report(op, err, msg, NULL, NULL, offers, NULL, n);
+}
+
+void gpd__op_report_list(gpd__op *op, enum gpd_prov_err err, const char *msg, gpd_instance_status *list, size_t n)
+{
+    op_report(op, err, msg, NULL, NULL, NULL, list, n);
+}
+
+void gpd__op_fail(gpd__op *op, enum gpd_prov_err err, const char *msg, gpd_http_call_cb cb)
+{
+    gpd__op_cancel_calls(op);
+    if (gpd__op_fail_later(op, 0, op->prov->loop, err, msg, cb) != 0) {
+        log_out_of_memory(op->prov, op->kind);
+        gpd__op_end(op);
+        op->destroy(op);
+    }
+}
+
+int gpd__op_send(gpd__op *op, unsigned idx, const char *method, const char *url, const char *body,
+                 bool idempotent, uint64_t delay_ms, gpd_http_call_cb cb)
+{
+    gpd_http_call_opts opts = {
+        .method = method,
+        .url = url,
+        .headers = { op->auth },
+        .body = body,
+        .body_len = body ? strlen(body) : 0,
+        .idempotent = idempotent,
+        .delay_ms = delay_ms,
+    };
+    return gpd__op_call(op, idx, op->prov->loop, op->prov->curl, &opts, cb);
+}
+
+void gpd__op_send_or_fail(gpd__op *op, const char *method, const char *url, const char *body, bool idempotent,
+                          gpd_http_call_cb cb)
+{
+    if (gpd__op_send(op, 0, method, url, body, idempotent, 0, cb) != 0)
+        gpd__op_fail(op, GPD_PROV_FAILED, "out of memory", cb);
 }

@@ -41,8 +41,6 @@ typedef struct ionet_provider {
     gpd__op *ops;
 } ionet_provider;
 
-enum ionet_op_kind { IONET_SEARCH, IONET_CREATE, IONET_STATUS, IONET_DESTROY, IONET_LIST, IONET_EXTEND };
-
 typedef struct ionet_pair {
     size_t hw;
     gpd__ionet_loc loc;
@@ -52,15 +50,6 @@ typedef struct ionet_pair {
 typedef struct ionet_op {
     gpd__op op;
     ionet_provider *p;
-    enum ionet_op_kind kind;
-    union {
-        gpd_offers_cb offers;
-        gpd_create_cb create;
-        gpd_status_cb status;
-        gpd_done_cb done;
-        gpd_list_cb list;
-    } cb;
-    void *ctx;
     /* search */
     gpd_offer_query q;
     char q_model[48], q_region[48];
@@ -330,67 +319,14 @@ static void op_destroy(gpd__op *op)
     free(o);
 }
 
-static ionet_op *op_new(ionet_provider *p, enum ionet_op_kind kind, void *ctx)
+static ionet_op *op_new(ionet_provider *p, enum gpd__op_kind kind, void *ctx)
 {
-    ionet_op *o = calloc(1, sizeof(*o));
-    if (!o) {
-        gpd_log_error("ionet: out of memory", "\"kind\":%d", (int)kind);
-        return NULL;
+    ionet_op *o = (ionet_op *)gpd__op_new(sizeof(*o), &p->base, &p->ops, kind, ctx, op_destroy);
+    if (o) {
+        o->p = p;
+        o->op.auth = p->auth;
     }
-    o->p = p;
-    o->kind = kind;
-    o->ctx = ctx;
-    gpd__op_link(&p->ops, &o->op, op_destroy);
     return o;
-}
-
-static void op_report(ionet_op *o, enum gpd_prov_err err, const char *msg, const char *id,
-                      const gpd_instance_status *st, gpd_offer *offers, gpd_instance_status *list, size_t n)
-{
-    gpd__op_end(&o->op);
-    msg = msg ? msg : "";
-    switch (o->kind) {
-    case IONET_SEARCH:
-        o->cb.offers(o->ctx, err, msg, offers, n);
-        break;
-    case IONET_CREATE:
-        o->cb.create(o->ctx, err, msg, id && *id ? id : NULL);
-        break;
-    case IONET_STATUS:
-        o->cb.status(o->ctx, err, msg, st);
-        break;
-    case IONET_DESTROY:
-    case IONET_EXTEND:
-        o->cb.done(o->ctx, err, msg);
-        break;
-    case IONET_LIST:
-        o->cb.list(o->ctx, err, msg, list, n);
-        break;
-    }
-    o->op.destroy(&o->op);
-}
-
-static void op_fail(ionet_op *o, enum gpd_prov_err err, const char *msg, gpd_http_call_cb cb)
-{
-    if (gpd__op_fail_later(&o->op, 0, o->p->base.loop, err, msg, cb) != 0) {
-        gpd_log_error("ionet: out of memory", "\"kind\":%d", (int)o->kind);
-        gpd__op_end(&o->op);
-        o->op.destroy(&o->op);
-    }
-}
-
-static int op_send(ionet_op *o, unsigned slot, const char *method, const char *url, const char *body,
-                   bool idempotent, gpd_http_call_cb cb)
-{
-    gpd_http_call_opts opts = {
-        .method = method,
-        .url = url,
-        .headers = { o->p->auth },
-        .body = body,
-        .body_len = body ? strlen(body) : 0,
-        .idempotent = idempotent,
-    };
-    return gpd__op_call(&o->op, slot, o->p->base.loop, o->p->base.curl, &opts, cb);
 }
 
 static void url_for(ionet_provider *p, char *out, size_t outlen, const char *fmt, const char *id)
@@ -459,9 +395,9 @@ static void search_finish(ionet_op *o)
     if (o->q.limit > 0 && n > (size_t)o->q.limit)
         n = (size_t)o->q.limit;
     if (n == 0 && o->fan_err != GPD_PROV_OK)
-        op_report(o, o->fan_err, o->fan_msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, o->fan_err, o->fan_msg);
     else
-        op_report(o, GPD_PROV_OK, "", NULL, NULL, offers, NULL, n);
+        gpd__op_report_offers(&o->op, GPD_PROV_OK, "", offers, n);
 }
 
 static void price_done(void *ctx, const gpd_http_reply *r)
@@ -501,7 +437,7 @@ static void replicas_done(void *ctx, const gpd_http_reply *r)
                  "%s/caas/price?location_ids=%%5B%lld%%5D&hardware_id=%lld&gpus_per_container=%d"
                  "&duration_hours=%d&replica_count=1&currency=usdc",
                  o->p->base.base_url, o->pairs[i].loc.id, o->hw[o->pairs[i].hw].id, count, o->duration);
-        if (op_send(o, (unsigned)i, "GET", url, NULL, true, price_done) != 0)
+        if (gpd__op_send(&o->op, (unsigned)i, "GET", url, NULL, true, 0, price_done) != 0)
             o->pairs[i].price = -1;
     }
     if (o->op.pending == 0)
@@ -512,7 +448,7 @@ static void hardware_done(void *ctx, const gpd_http_reply *r)
 {
     ionet_op *o = (ionet_op *)gpd__op_of(ctx, NULL);
     if (r->err != GPD_PROV_OK || r->status == 0) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     o->nhw = gpd__ionet_parse_hardware(r->json, &o->q, o->hw, IONET_MAX_HW);
@@ -521,7 +457,7 @@ static void hardware_done(void *ctx, const gpd_http_reply *r)
         char url[1024];
         snprintf(url, sizeof(url), "%s/caas/available-replicas?hardware_id=%lld&hardware_qty=%d",
                  o->p->base.base_url, o->hw[i].id, count);
-        op_send(o, (unsigned)i, "GET", url, NULL, true, replicas_done);
+        gpd__op_send(&o->op, (unsigned)i, "GET", url, NULL, true, 0, replicas_done);
     }
     if (o->op.pending == 0)
         search_finish(o);
@@ -530,10 +466,10 @@ static void hardware_done(void *ctx, const gpd_http_reply *r)
 static void ionet_search(gpd_provider *gp, const gpd_offer_query *q, gpd_offers_cb cb, void *ctx)
 {
     ionet_provider *p = (ionet_provider *)gp;
-    ionet_op *o = op_new(p, IONET_SEARCH, ctx);
+    ionet_op *o = op_new(p, GPD__OP_SEARCH, ctx);
     if (!o)
         return;
-    o->cb.offers = cb;
+    o->op.cb.offers = cb;
     o->q = *q;
     snprintf(o->q_model, sizeof(o->q_model), "%s", q->gpu_model ? q->gpu_model : "");
     snprintf(o->q_region, sizeof(o->q_region), "%s", q->region ? q->region : "");
@@ -543,27 +479,26 @@ static void ionet_search(gpd_provider *gp, const gpd_offer_query *q, gpd_offers_
     o->q.tpu_type = NULL;
     o->duration = q->duration_hours > 0 ? q->duration_hours : 1;
     if (!have_key(p)) {
-        op_fail(o, GPD_PROV_AUTH, "ionet: no API key configured", hardware_done);
+        gpd__op_fail(&o->op, GPD_PROV_AUTH, "ionet: no API key configured", hardware_done);
         return;
     }
     if (q->compute_type && strcmp(q->compute_type, "gpu") != 0) {
-        op_fail(o, GPD_PROV_UNSUPPORTED, "ionet deploys GPU containers only", hardware_done);
+        gpd__op_fail(&o->op, GPD_PROV_UNSUPPORTED, "ionet deploys GPU containers only", hardware_done);
         return;
     }
     if (o->q.gpu_model && !gpd_gpu_model_normalise(o->q.gpu_model)) {
-        op_fail(o, GPD_PROV_UNSUPPORTED, "ionet: GPU model not known", hardware_done);
+        gpd__op_fail(&o->op, GPD_PROV_UNSUPPORTED, "ionet: GPU model not known", hardware_done);
         return;
     }
     if (o->q.region && !is_country_code(o->q.region)) {
         /* Locations are countries: no offer can be in a zone like "us-central1". */
         o->nhw = 0;
-        op_fail(o, GPD_PROV_OK, "", hardware_done);
+        gpd__op_fail(&o->op, GPD_PROV_OK, "", hardware_done);
         return;
     }
     char url[1024];
     url_for(p, url, sizeof(url), "/caas/hardware/max-gpus-per-container", NULL);
-    if (op_send(o, 0, "GET", url, NULL, true, hardware_done) != 0)
-        op_fail(o, GPD_PROV_FAILED, "out of memory", hardware_done);
+    gpd__op_send_or_fail(&o->op, "GET", url, NULL, true, hardware_done);
 }
 
 /* create */
@@ -588,7 +523,7 @@ static void create_lookup_done(void *ctx, const gpd_http_reply *r)
     if (id[0])
         gpd_log_warn("ionet: deploy failed but made a deployment", "\"deployment\":\"%s\",\"label\":\"%s\"", id,
                      o->label);
-    op_report(o, o->fan_err, o->fan_msg, id, NULL, NULL, NULL, 0);
+    gpd__op_report_id(&o->op, o->fan_err, o->fan_msg, id);
 }
 
 static void create_done(void *ctx, const gpd_http_reply *r)
@@ -597,9 +532,9 @@ static void create_done(void *ctx, const gpd_http_reply *r)
     char id[128] = "";
     if (r->status >= 200 && r->status < 300) {
         if (gpd__ionet_deployment_id(r->json, id, sizeof(id)))
-            op_report(o, GPD_PROV_OK, "", id, NULL, NULL, NULL, 0);
+            gpd__op_report_id(&o->op, GPD_PROV_OK, "", id);
         else
-            op_report(o, GPD_PROV_FAILED, "deploy answer without deployment_id", NULL, NULL, NULL, NULL, 0);
+            gpd__op_report(&o->op, GPD_PROV_FAILED, "deploy answer without deployment_id");
         return;
     }
     enum gpd_prov_err err = r->status ? gpd__ionet_error(r->status, r->json, r->body, r->body_len) : r->err;
@@ -609,30 +544,30 @@ static void create_done(void *ctx, const gpd_http_reply *r)
         snprintf(o->fan_msg, sizeof(o->fan_msg), "%s", r->msg);
         char url[1024];
         url_for(o->p, url, sizeof(url), "/caas/deployments", NULL);
-        if (op_send(o, 0, "GET", url, NULL, true, create_lookup_done) == 0)
+        if (gpd__op_send(&o->op, 0, "GET", url, NULL, true, 0, create_lookup_done) == 0)
             return;
     }
-    op_report(o, err, r->msg, NULL, NULL, NULL, NULL, 0);
+    gpd__op_report(&o->op, err, r->msg);
 }
 
 static void ionet_create(gpd_provider *gp, const gpd_instance_spec *spec, gpd_create_cb cb, void *ctx)
 {
     ionet_provider *p = (ionet_provider *)gp;
-    ionet_op *o = op_new(p, IONET_CREATE, ctx);
+    ionet_op *o = op_new(p, GPD__OP_CREATE, ctx);
     if (!o)
         return;
-    o->cb.create = cb;
+    o->op.cb.create = cb;
     if (!have_key(p)) {
-        op_fail(o, GPD_PROV_AUTH, "ionet: no API key configured", create_done);
+        gpd__op_fail(&o->op, GPD_PROV_AUTH, "ionet: no API key configured", create_done);
         return;
     }
     if (!spec->runtime || !spec->runtime->image || !spec->label) {
-        op_fail(o, GPD_PROV_BAD_REQUEST, "ionet: create needs a runtime image and a label", create_done);
+        gpd__op_fail(&o->op, GPD_PROV_BAD_REQUEST, "ionet: create needs a runtime image and a label", create_done);
         return;
     }
     json_t *body = gpd__ionet_deploy_body(spec);
     if (!body) {
-        op_fail(o, GPD_PROV_BAD_REQUEST, "ionet: offer id is not hardware_id:location_id", create_done);
+        gpd__op_fail(&o->op, GPD_PROV_BAD_REQUEST, "ionet: offer id is not hardware_id:location_id", create_done);
         return;
     }
     snprintf(o->label, sizeof(o->label), "%s", spec->label);
@@ -641,8 +576,8 @@ static void ionet_create(gpd_provider *gp, const gpd_instance_spec *spec, gpd_cr
     char url[1024];
     url_for(p, url, sizeof(url), "/caas/deploy", NULL);
     /* Never repeated after a 5xx or a timeout: a second deploy is a second prepaid deployment. */
-    if (!text || op_send(o, 0, "POST", url, text, false, create_done) != 0)
-        op_fail(o, GPD_PROV_FAILED, "out of memory", create_done);
+    if (!text || gpd__op_send(&o->op, 0, "POST", url, text, false, 0, create_done) != 0)
+        gpd__op_fail(&o->op, GPD_PROV_FAILED, "out of memory", create_done);
     free(text);
 }
 
@@ -657,16 +592,16 @@ static void status_finish(ionet_op *o)
         st.state = GPD_INSTANCE_GONE;
         st.cost_per_hr = -1;
         snprintf(st.message, sizeof(st.message), "deployment not found");
-        op_report(o, GPD_PROV_OK, "", NULL, &st, NULL, NULL, 0);
+        gpd__op_report_status(&o->op, GPD_PROV_OK, "", &st);
         return;
     }
     if (o->fan_err != GPD_PROV_OK) {
-        op_report(o, o->fan_err, o->fan_msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, o->fan_err, o->fan_msg);
         return;
     }
     gpd__ionet_status(o->deployment, o->containers, &st);
     snprintf(st.id, sizeof(st.id), "%s", o->id);
-    op_report(o, GPD_PROV_OK, "", NULL, &st, NULL, NULL, 0);
+    gpd__op_report_status(&o->op, GPD_PROV_OK, "", &st);
 }
 
 static void deployment_done(void *ctx, const gpd_http_reply *r)
@@ -697,26 +632,24 @@ static void containers_done(void *ctx, const gpd_http_reply *r)
 static void ionet_status(gpd_provider *gp, const char *instance_id, gpd_status_cb cb, void *ctx)
 {
     ionet_provider *p = (ionet_provider *)gp;
-    ionet_op *o = op_new(p, IONET_STATUS, ctx);
+    ionet_op *o = op_new(p, GPD__OP_STATUS, ctx);
     if (!o)
         return;
-    o->cb.status = cb;
+    o->op.cb.status = cb;
     snprintf(o->id, sizeof(o->id), "%s", instance_id ? instance_id : "");
     if (!have_key(p) || !o->id[0]) {
-        op_fail(o, have_key(p) ? GPD_PROV_BAD_REQUEST : GPD_PROV_AUTH,
-                have_key(p) ? "ionet: no deployment id" : "ionet: no API key configured", deployment_done);
+        gpd__op_fail(&o->op, have_key(p) ? GPD_PROV_BAD_REQUEST : GPD_PROV_AUTH,
+                     have_key(p) ? "ionet: no deployment id" : "ionet: no API key configured", deployment_done);
         return;
     }
     char url[1024];
     url_for(p, url, sizeof(url), "/caas/deployment/%s", o->id);
-    int rc = op_send(o, 0, "GET", url, NULL, true, deployment_done);
+    int rc = gpd__op_send(&o->op, 0, "GET", url, NULL, true, 0, deployment_done);
     url_for(p, url, sizeof(url), "/caas/deployment/%s/containers", o->id);
     if (rc == 0)
-        rc = op_send(o, 1, "GET", url, NULL, true, containers_done);
-    if (rc != 0) {
-        gpd__op_cancel_calls(&o->op);
-        op_fail(o, GPD_PROV_FAILED, "out of memory", deployment_done);
-    }
+        rc = gpd__op_send(&o->op, 1, "GET", url, NULL, true, 0, containers_done);
+    if (rc != 0)
+        gpd__op_fail(&o->op, GPD_PROV_FAILED, "out of memory", deployment_done); /* cancels slot 0 too */
 }
 
 /* destroy, extend */
@@ -724,58 +657,57 @@ static void ionet_status(gpd_provider *gp, const char *instance_id, gpd_status_c
 static void done_done(void *ctx, const gpd_http_reply *r)
 {
     ionet_op *o = (ionet_op *)gpd__op_of(ctx, NULL);
-    if (o->kind == IONET_DESTROY && (r->status == 404 || r->err == GPD_PROV_NOT_FOUND)) {
-        op_report(o, GPD_PROV_OK, "", NULL, NULL, NULL, NULL, 0);
+    if (o->op.kind == GPD__OP_DESTROY && (r->status == 404 || r->err == GPD_PROV_NOT_FOUND)) {
+        gpd__op_report(&o->op, GPD_PROV_OK, "");
         return;
     }
     if (r->status == 0 || r->err != GPD_PROV_OK) {
         enum gpd_prov_err err = r->status ? gpd__ionet_error(r->status, r->json, r->body, r->body_len) : r->err;
-        op_report(o, err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, err, r->msg);
         return;
     }
-    op_report(o, GPD_PROV_OK, "", NULL, NULL, NULL, NULL, 0);
+    gpd__op_report(&o->op, GPD_PROV_OK, "");
 }
 
 static void ionet_destroy(gpd_provider *gp, const char *instance_id, gpd_done_cb cb, void *ctx)
 {
     ionet_provider *p = (ionet_provider *)gp;
-    ionet_op *o = op_new(p, IONET_DESTROY, ctx);
+    ionet_op *o = op_new(p, GPD__OP_DESTROY, ctx);
     if (!o)
         return;
-    o->cb.done = cb;
+    o->op.cb.done = cb;
     snprintf(o->id, sizeof(o->id), "%s", instance_id ? instance_id : "");
     if (!have_key(p) || !o->id[0]) {
-        op_fail(o, have_key(p) ? GPD_PROV_BAD_REQUEST : GPD_PROV_AUTH,
-                have_key(p) ? "ionet: no deployment id" : "ionet: no API key configured", done_done);
+        gpd__op_fail(&o->op, have_key(p) ? GPD_PROV_BAD_REQUEST : GPD_PROV_AUTH,
+                     have_key(p) ? "ionet: no deployment id" : "ionet: no API key configured", done_done);
         return;
     }
     char url[1024];
     url_for(p, url, sizeof(url), "/caas/deployment/%s", o->id);
     /* Destroying twice is harmless: the second is a 404, which counts as done. */
-    if (op_send(o, 0, "DELETE", url, NULL, true, done_done) != 0)
-        op_fail(o, GPD_PROV_FAILED, "out of memory", done_done);
+    gpd__op_send_or_fail(&o->op, "DELETE", url, NULL, true, done_done);
 }
 
 static void ionet_extend(gpd_provider *gp, const char *instance_id, int hours, gpd_done_cb cb, void *ctx)
 {
     ionet_provider *p = (ionet_provider *)gp;
-    ionet_op *o = op_new(p, IONET_EXTEND, ctx);
+    ionet_op *o = op_new(p, GPD__OP_EXTEND, ctx);
     if (!o)
         return;
-    o->cb.done = cb;
+    o->op.cb.done = cb;
     snprintf(o->id, sizeof(o->id), "%s", instance_id ? instance_id : "");
     if (!have_key(p) || !o->id[0] || hours <= 0) {
-        op_fail(o, have_key(p) ? GPD_PROV_BAD_REQUEST : GPD_PROV_AUTH,
-                have_key(p) ? "ionet: extend needs a deployment id and hours > 0" : "ionet: no API key configured",
-                done_done);
+        gpd__op_fail(&o->op, have_key(p) ? GPD_PROV_BAD_REQUEST : GPD_PROV_AUTH,
+                     have_key(p) ? "ionet: extend needs a deployment id and hours > 0"
+                                 : "ionet: no API key configured",
+                     done_done);
         return;
     }
     char url[1024], body[64];
     url_for(p, url, sizeof(url), "/caas/deployment/%s/extend", o->id);
     snprintf(body, sizeof(body), "{\"duration_hours\":%d}", hours);
     /* Not repeated after a 5xx or a timeout: a second extend pays twice. */
-    if (op_send(o, 0, "POST", url, body, false, done_done) != 0)
-        op_fail(o, GPD_PROV_FAILED, "out of memory", done_done);
+    gpd__op_send_or_fail(&o->op, "POST", url, body, false, done_done);
 }
 
 /* list */
@@ -784,12 +716,12 @@ static void list_done(void *ctx, const gpd_http_reply *r)
 {
     ionet_op *o = (ionet_op *)gpd__op_of(ctx, NULL);
     if (r->err != GPD_PROV_OK || r->status == 0) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     const json_t *arr = gpd__ionet_deployments(r->json), *d;
     if (!arr) {
-        op_report(o, GPD_PROV_FAILED, "deployments answer has no list", NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, GPD_PROV_FAILED, "deployments answer has no list");
         return;
     }
     size_t cap = json_array_size(arr), n = 0, i;
@@ -797,7 +729,7 @@ static void list_done(void *ctx, const gpd_http_reply *r)
         cap = IONET_MAX_LIST;
     gpd_instance_status *list = calloc(cap ? cap : 1, sizeof(*list));
     if (!list) {
-        op_report(o, GPD_PROV_FAILED, "out of memory", NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, GPD_PROV_FAILED, "out of memory");
         return;
     }
     json_array_foreach(arr, i, d)
@@ -815,25 +747,24 @@ static void list_done(void *ctx, const gpd_http_reply *r)
             continue;
         n++;
     }
-    op_report(o, GPD_PROV_OK, "", NULL, NULL, NULL, list, n);
+    gpd__op_report_list(&o->op, GPD_PROV_OK, "", list, n);
     free(list);
 }
 
 static void ionet_list_ours(gpd_provider *gp, gpd_list_cb cb, void *ctx)
 {
     ionet_provider *p = (ionet_provider *)gp;
-    ionet_op *o = op_new(p, IONET_LIST, ctx);
+    ionet_op *o = op_new(p, GPD__OP_LIST, ctx);
     if (!o)
         return;
-    o->cb.list = cb;
+    o->op.cb.list = cb;
     if (!have_key(p)) {
-        op_fail(o, GPD_PROV_AUTH, "ionet: no API key configured", list_done);
+        gpd__op_fail(&o->op, GPD_PROV_AUTH, "ionet: no API key configured", list_done);
         return;
     }
     char url[1024];
     url_for(p, url, sizeof(url), "/caas/deployments", NULL);
-    if (op_send(o, 0, "GET", url, NULL, true, list_done) != 0)
-        op_fail(o, GPD_PROV_FAILED, "out of memory", list_done);
+    gpd__op_send_or_fail(&o->op, "GET", url, NULL, true, list_done);
 }
 
 static void ionet_free(gpd_provider *gp)

@@ -1,9 +1,10 @@
 /*
  * Internals shared by the provider files and their unit tests: the
  * operation list every provider keeps (so that freeing a provider cancels
- * what is in flight), the helpers that fill runtime recipes in, and each
- * provider's pure parsers and request builders.  Not for the broker: it
- * goes through compute/provider.h only.
+ * what is in flight) and the plumbing of an operation (its one report, its
+ * deferred failure, its authenticated calls), the helpers that fill runtime
+ * recipes in, and each provider's pure parsers and request builders.  Not
+ * for the broker: it goes through compute/provider.h only.
  */
 #ifndef GPD_COMPUTE_PROVIDERS_INTERNAL_H
 #define GPD_COMPUTE_PROVIDERS_INTERNAL_H
@@ -28,6 +29,26 @@ typedef struct gpd__op_slot {
     unsigned idx;
 } gpd__op_slot;
 
+/* Which of the provider interface's operations an op is; the values show
+ * in logs ("kind"). */
+enum gpd__op_kind {
+    GPD__OP_SEARCH,
+    GPD__OP_CREATE,
+    GPD__OP_STATUS,
+    GPD__OP_DESTROY,
+    GPD__OP_LIST,
+    GPD__OP_EXTEND
+};
+
+/* The user's callback, by kind (DESTROY and EXTEND: done). */
+typedef union gpd__op_cb {
+    gpd_offers_cb offers;
+    gpd_create_cb create;
+    gpd_status_cb status;
+    gpd_done_cb done;
+    gpd_list_cb list;
+} gpd__op_cb;
+
 /* Embedded first in every provider operation. */
 struct gpd__op {
     gpd__op *prev, *next;
@@ -36,6 +57,11 @@ struct gpd__op {
     gpd__op_slot slots[GPD__OP_CALLS];
     unsigned pending;                     /* calls in flight */
     void (*destroy)(gpd__op *op);         /* frees the op (no callback) */
+    gpd_provider *prov;                   /* loop, curl, and the name logs carry */
+    const char *auth;                     /* "Name: value" header every call carries (copied), or NULL */
+    enum gpd__op_kind kind;
+    gpd__op_cb cb;                        /* set by the provider, by kind */
+    void *ctx;
 };
 
 /* Link op into the provider's list (op is zeroed by the caller first). */
@@ -58,6 +84,38 @@ void gpd__op_cancel_calls(gpd__op *op);
 void gpd__op_end(gpd__op *op);
 /* Provider free: cancel every call and destroy every op, no callbacks. */
 void gpd__op_cancel_all(gpd__op **head);
+
+/* The plumbing every remote provider's operations share (http_call.c). */
+
+/* A new op of `size` bytes (the provider's op type, gpd__op first), zeroed
+ * and linked into head; the caller sets op->cb and op->auth.  NULL when out
+ * of memory, logged as "<provider>: out of memory" (nothing is called back). */
+gpd__op *gpd__op_new(size_t size, gpd_provider *prov, gpd__op **head, enum gpd__op_kind kind, void *ctx,
+                     void (*destroy)(gpd__op *op));
+/* End the op and report to the user's callback, then destroy the op.  msg
+ * NULL reads "".  Only what the op's kind takes is passed on: the id for a
+ * CREATE (NULL when empty), st for a STATUS, offers / list and n for a
+ * SEARCH / LIST. */
+void gpd__op_report(gpd__op *op, enum gpd_prov_err err, const char *msg);
+void gpd__op_report_id(gpd__op *op, enum gpd_prov_err err, const char *msg, const char *id);
+void gpd__op_report_status(gpd__op *op, enum gpd_prov_err err, const char *msg, const gpd_instance_status *st);
+void gpd__op_report_offers(gpd__op *op, enum gpd_prov_err err, const char *msg, gpd_offer *offers, size_t n);
+void gpd__op_report_list(gpd__op *op, enum gpd_prov_err err, const char *msg, gpd_instance_status *list, size_t n);
+/* Fail the op without calling back inside the caller: cancel its calls and
+ * have cb receive err/msg (status 0) on the next loop turn, in slot 0.  When
+ * even that cannot start (out of memory) the op ends and is destroyed with
+ * no callback, logged as "<provider>: out of memory". */
+void gpd__op_fail(gpd__op *op, enum gpd_prov_err err, const char *msg, gpd_http_call_cb cb);
+/* Send method url in slot idx with the op's auth header, after delay_ms
+ * (0: now); body is NUL-terminated and copied, NULL for none; idempotent as
+ * in gpd_http_call_opts.  Returns 0, or -1 when the call could not start
+ * (then nothing is called back for it). */
+int gpd__op_send(gpd__op *op, unsigned idx, const char *method, const char *url, const char *body,
+                 bool idempotent, uint64_t delay_ms, gpd_http_call_cb cb);
+/* gpd__op_send in slot 0, now; when the call cannot start the op fails
+ * through cb instead (gpd__op_fail: GPD_PROV_FAILED, "out of memory"). */
+void gpd__op_send_or_fail(gpd__op *op, const char *method, const char *url, const char *body, bool idempotent,
+                          gpd_http_call_cb cb);
 
 /* ---- runtime recipes ---- */
 

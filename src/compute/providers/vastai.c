@@ -40,20 +40,9 @@ typedef struct vast_provider {
     gpd__port_memo ports;
 } vast_provider;
 
-enum vast_op_kind { VAST_SEARCH, VAST_CREATE, VAST_STATUS, VAST_DESTROY, VAST_LIST };
-
 typedef struct vast_op {
     gpd__op op;
     vast_provider *p;
-    enum vast_op_kind kind;
-    union {
-        gpd_offers_cb offers;
-        gpd_create_cb create;
-        gpd_status_cb status;
-        gpd_done_cb done;
-        gpd_list_cb list;
-    } cb;
-    void *ctx;
     /* search: the query, strings copied (the caller's may not outlive the call) */
     gpd_offer_query q;
     char q_model[48], q_region[48], q_type[8];
@@ -498,17 +487,13 @@ static void op_destroy(gpd__op *op)
     free(op);
 }
 
-static vast_op *op_new(vast_provider *p, enum vast_op_kind kind, void *ctx)
+static vast_op *op_new(vast_provider *p, enum gpd__op_kind kind, void *ctx)
 {
-    vast_op *o = calloc(1, sizeof(*o));
-    if (!o) {
-        gpd_log_error("vastai: out of memory", "\"kind\":%d", (int)kind);
-        return NULL;
+    vast_op *o = (vast_op *)gpd__op_new(sizeof(*o), &p->base, &p->ops, kind, ctx, op_destroy);
+    if (o) {
+        o->p = p;
+        o->op.auth = p->auth;
     }
-    o->p = p;
-    o->kind = kind;
-    o->ctx = ctx;
-    gpd__op_link(&p->ops, &o->op, op_destroy);
     return o;
 }
 
@@ -517,55 +502,6 @@ static void build_url(vast_provider *p, char *out, size_t outlen, const char *fm
     char esc[256], path[512];
     snprintf(path, sizeof(path), fmt, id ? gpd_http_escape(id, esc, sizeof(esc)) : "");
     snprintf(out, outlen, "%s%s", p->base.base_url, path);
-}
-
-static void op_report(vast_op *o, enum gpd_prov_err err, const char *msg, const char *id,
-                      const gpd_instance_status *st, gpd_offer *offers, gpd_instance_status *list, size_t n)
-{
-    gpd__op_end(&o->op);
-    msg = msg ? msg : "";
-    switch (o->kind) {
-    case VAST_SEARCH:
-        o->cb.offers(o->ctx, err, msg, offers, n);
-        break;
-    case VAST_CREATE:
-        o->cb.create(o->ctx, err, msg, id && *id ? id : NULL);
-        break;
-    case VAST_STATUS:
-        o->cb.status(o->ctx, err, msg, st);
-        break;
-    case VAST_DESTROY:
-        o->cb.done(o->ctx, err, msg);
-        break;
-    case VAST_LIST:
-        o->cb.list(o->ctx, err, msg, list, n);
-        break;
-    }
-    o->op.destroy(&o->op);
-}
-
-static void op_fail(vast_op *o, enum gpd_prov_err err, const char *msg, gpd_http_call_cb cb)
-{
-    if (gpd__op_fail_later(&o->op, 0, o->p->base.loop, err, msg, cb) != 0) {
-        gpd_log_error("vastai: out of memory", "\"kind\":%d", (int)o->kind);
-        gpd__op_end(&o->op);
-        o->op.destroy(&o->op);
-    }
-}
-
-static void op_send(vast_op *o, unsigned slot, const char *method, const char *url, const char *body,
-                    bool idempotent, gpd_http_call_cb cb)
-{
-    gpd_http_call_opts opts = {
-        .method = method,
-        .url = url,
-        .headers = { o->p->auth },
-        .body = body,
-        .body_len = body ? strlen(body) : 0,
-        .idempotent = idempotent,
-    };
-    if (gpd__op_call(&o->op, slot, o->p->base.loop, o->p->base.curl, &opts, cb) != 0)
-        op_fail(o, GPD_PROV_FAILED, "out of memory", cb);
 }
 
 static bool have_key(vast_provider *p)
@@ -579,11 +515,11 @@ static void search_done(void *ctx, const gpd_http_reply *r)
 {
     vast_op *o = (vast_op *)gpd__op_of(ctx, NULL);
     if (r->err != GPD_PROV_OK || r->status == 0) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     if (!json_is_object(r->json) && !json_is_array(r->json)) {
-        op_report(o, GPD_PROV_FAILED, "offers answer is not JSON", NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, GPD_PROV_FAILED, "offers answer is not JSON");
         return;
     }
     size_t max = o->q.limit > 0 && o->q.limit < VAST_MAX_OFFERS ? (size_t)o->q.limit : VAST_MAX_OFFERS;
@@ -591,23 +527,23 @@ static void search_done(void *ctx, const gpd_http_reply *r)
     size_t cap = json_array_size(arr) > max ? json_array_size(arr) : max;
     gpd_offer *offers = calloc(cap ? cap : 1, sizeof(*offers));
     if (!offers) {
-        op_report(o, GPD_PROV_FAILED, "out of memory", NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, GPD_PROV_FAILED, "out of memory");
         return;
     }
     size_t n = gpd__vast_parse_offers(r->json, &o->q, offers, cap);
     if (n > max)
         n = max;
-    op_report(o, GPD_PROV_OK, "", NULL, NULL, offers, NULL, n);
+    gpd__op_report_offers(&o->op, GPD_PROV_OK, "", offers, n);
     free(offers);
 }
 
 static void vast_search(gpd_provider *gp, const gpd_offer_query *q, gpd_offers_cb cb, void *ctx)
 {
     vast_provider *p = (vast_provider *)gp;
-    vast_op *o = op_new(p, VAST_SEARCH, ctx);
+    vast_op *o = op_new(p, GPD__OP_SEARCH, ctx);
     if (!o)
         return;
-    o->cb.offers = cb;
+    o->op.cb.offers = cb;
     o->q = *q;
     snprintf(o->q_model, sizeof(o->q_model), "%s", q->gpu_model ? q->gpu_model : "");
     snprintf(o->q_region, sizeof(o->q_region), "%s", q->region ? q->region : "");
@@ -617,21 +553,21 @@ static void vast_search(gpd_provider *gp, const gpd_offer_query *q, gpd_offers_c
     o->q.compute_type = o->q_type;
     o->q.tpu_type = NULL;
     if (!have_key(p)) {
-        op_fail(o, GPD_PROV_AUTH, "vastai: no API key configured", search_done);
+        gpd__op_fail(&o->op, GPD_PROV_AUTH, "vastai: no API key configured", search_done);
         return;
     }
     if (strcmp(o->q_type, "gpu") != 0) {
-        op_fail(o, GPD_PROV_UNSUPPORTED, "vastai rents GPU machines only", search_done);
+        gpd__op_fail(&o->op, GPD_PROV_UNSUPPORTED, "vastai rents GPU machines only", search_done);
         return;
     }
     if (o->q.region && !is_country_code(o->q.region)) {
         /* Vast knows countries, not zones: nothing here can be in "us-central1". */
-        op_fail(o, GPD_PROV_OK, "", search_done);
+        gpd__op_fail(&o->op, GPD_PROV_OK, "", search_done);
         return;
     }
     json_t *body = gpd__vast_search_body(&o->q);
     if (!body) {
-        op_fail(o, GPD_PROV_UNSUPPORTED, "vastai: GPU model not offered", search_done);
+        gpd__op_fail(&o->op, GPD_PROV_UNSUPPORTED, "vastai: GPU model not offered", search_done);
         return;
     }
     char *text = gpd__json_compact(body);
@@ -639,7 +575,7 @@ static void vast_search(gpd_provider *gp, const gpd_offer_query *q, gpd_offers_c
     char url[1024];
     build_url(p, url, sizeof(url), "/bundles/", NULL);
     /* A search changes nothing: safe to repeat. */
-    op_send(o, 0, "POST", url, text, true, search_done);
+    gpd__op_send_or_fail(&o->op, "POST", url, text, true, search_done);
     free(text);
 }
 
@@ -663,14 +599,14 @@ static void create_lookup_done(void *ctx, const gpd_http_reply *r)
     if (id[0])
         gpd_log_warn("vastai: create failed but made an instance", "\"instance\":\"%s\",\"label\":\"%s\"", id,
                      o->label);
-    op_report(o, o->first_err, o->first_msg, id, NULL, NULL, NULL, 0);
+    gpd__op_report_id(&o->op, o->first_err, o->first_msg, id);
 }
 
 static void create_done(void *ctx, const gpd_http_reply *r)
 {
     vast_op *o = (vast_op *)gpd__op_of(ctx, NULL);
     if (r->status == 0 && r->err != GPD_PROV_TRANSIENT) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     char id[128], msg[320];
@@ -684,14 +620,14 @@ static void create_done(void *ctx, const gpd_http_reply *r)
     }
     if (err == GPD_PROV_OK) {
         gpd__port_memo_put(&o->p->ports, id, o->port);
-        op_report(o, GPD_PROV_OK, "", id, NULL, NULL, NULL, 0);
+        gpd__op_report_id(&o->op, GPD_PROV_OK, "", id);
         return;
     }
     if (id[0]) {
         gpd_log_warn("vastai: create failed but made an instance", "\"instance\":\"%s\",\"status\":%d", id,
                      r->status);
         gpd__port_memo_put(&o->p->ports, id, o->port);
-        op_report(o, err, msg, id, NULL, NULL, NULL, 0);
+        gpd__op_report_id(&o->op, err, msg, id);
         return;
     }
     if (err == GPD_PROV_TRANSIENT) {
@@ -700,25 +636,26 @@ static void create_done(void *ctx, const gpd_http_reply *r)
         snprintf(o->first_msg, sizeof(o->first_msg), "%s", msg);
         char url[1024];
         build_url(o->p, url, sizeof(url), "/instances/?owner=me", NULL);
-        op_send(o, 0, "GET", url, NULL, true, create_lookup_done);
+        gpd__op_send_or_fail(&o->op, "GET", url, NULL, true, create_lookup_done);
         return;
     }
-    op_report(o, err, msg, NULL, NULL, NULL, NULL, 0);
+    gpd__op_report(&o->op, err, msg);
 }
 
 static void vast_create(gpd_provider *gp, const gpd_instance_spec *spec, gpd_create_cb cb, void *ctx)
 {
     vast_provider *p = (vast_provider *)gp;
-    vast_op *o = op_new(p, VAST_CREATE, ctx);
+    vast_op *o = op_new(p, GPD__OP_CREATE, ctx);
     if (!o)
         return;
-    o->cb.create = cb;
+    o->op.cb.create = cb;
     if (!have_key(p)) {
-        op_fail(o, GPD_PROV_AUTH, "vastai: no API key configured", create_done);
+        gpd__op_fail(&o->op, GPD_PROV_AUTH, "vastai: no API key configured", create_done);
         return;
     }
     if (!spec->offer || !spec->runtime || !spec->runtime->image || !spec->label) {
-        op_fail(o, GPD_PROV_BAD_REQUEST, "vastai: create needs an offer, a runtime image and a label", create_done);
+        gpd__op_fail(&o->op, GPD_PROV_BAD_REQUEST, "vastai: create needs an offer, a runtime image and a label",
+                     create_done);
         return;
     }
     snprintf(o->label, sizeof(o->label), "%s", spec->label);
@@ -729,7 +666,7 @@ static void vast_create(gpd_provider *gp, const gpd_instance_spec *spec, gpd_cre
     char url[1024];
     build_url(p, url, sizeof(url), "/asks/%s/", spec->offer->id);
     /* Never repeated after a 5xx or a timeout: a second PUT can rent a second machine. */
-    op_send(o, 0, "PUT", url, text, false, create_done);
+    gpd__op_send_or_fail(&o->op, "PUT", url, text, false, create_done);
     free(text);
 }
 
@@ -744,11 +681,11 @@ static void status_done(void *ctx, const gpd_http_reply *r)
     st.cost_per_hr = -1;
     if (r->status == 404 || (r->status == 0 && r->err == GPD_PROV_NOT_FOUND)) {
         st.state = GPD_INSTANCE_GONE;
-        op_report(o, GPD_PROV_OK, "", NULL, &st, NULL, NULL, 0);
+        gpd__op_report_status(&o->op, GPD_PROV_OK, "", &st);
         return;
     }
     if (r->err != GPD_PROV_OK || r->status == 0) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     const json_t *inst = gpd__vast_one_instance(r->json);
@@ -759,28 +696,28 @@ static void status_done(void *ctx, const gpd_http_reply *r)
         gpd__vast_instance_status(inst, gpd__port_memo_get(&o->p->ports, o->id), &st);
         snprintf(st.id, sizeof(st.id), "%s", o->id);
     }
-    op_report(o, GPD_PROV_OK, "", NULL, &st, NULL, NULL, 0);
+    gpd__op_report_status(&o->op, GPD_PROV_OK, "", &st);
 }
 
 static void vast_status(gpd_provider *gp, const char *instance_id, gpd_status_cb cb, void *ctx)
 {
     vast_provider *p = (vast_provider *)gp;
-    vast_op *o = op_new(p, VAST_STATUS, ctx);
+    vast_op *o = op_new(p, GPD__OP_STATUS, ctx);
     if (!o)
         return;
-    o->cb.status = cb;
+    o->op.cb.status = cb;
     snprintf(o->id, sizeof(o->id), "%s", instance_id ? instance_id : "");
     if (!have_key(p)) {
-        op_fail(o, GPD_PROV_AUTH, "vastai: no API key configured", status_done);
+        gpd__op_fail(&o->op, GPD_PROV_AUTH, "vastai: no API key configured", status_done);
         return;
     }
     if (!o->id[0]) {
-        op_fail(o, GPD_PROV_BAD_REQUEST, "vastai: no instance id", status_done);
+        gpd__op_fail(&o->op, GPD_PROV_BAD_REQUEST, "vastai: no instance id", status_done);
         return;
     }
     char url[1024];
     build_url(p, url, sizeof(url), "/instances/%s/", o->id);
-    op_send(o, 0, "GET", url, NULL, true, status_done);
+    gpd__op_send_or_fail(&o->op, "GET", url, NULL, true, status_done);
 }
 
 /* destroy */
@@ -789,7 +726,7 @@ static void destroy_done(void *ctx, const gpd_http_reply *r)
 {
     vast_op *o = (vast_op *)gpd__op_of(ctx, NULL);
     if (r->status == 0) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     enum gpd_prov_err err = gpd__vast_destroy_result(r->status, r->body, r->body_len);
@@ -797,32 +734,32 @@ static void destroy_done(void *ctx, const gpd_http_reply *r)
         char m[256], msg[320];
         gpd_http_error_message(r->json, r->body, r->body_len, m, sizeof(m));
         snprintf(msg, sizeof(msg), "HTTP %d: %s", r->status, m);
-        op_report(o, err, msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, err, msg);
         return;
     }
-    op_report(o, GPD_PROV_OK, "", NULL, NULL, NULL, NULL, 0);
+    gpd__op_report(&o->op, GPD_PROV_OK, "");
 }
 
 static void vast_destroy(gpd_provider *gp, const char *instance_id, gpd_done_cb cb, void *ctx)
 {
     vast_provider *p = (vast_provider *)gp;
-    vast_op *o = op_new(p, VAST_DESTROY, ctx);
+    vast_op *o = op_new(p, GPD__OP_DESTROY, ctx);
     if (!o)
         return;
-    o->cb.done = cb;
+    o->op.cb.done = cb;
     snprintf(o->id, sizeof(o->id), "%s", instance_id ? instance_id : "");
     if (!have_key(p)) {
-        op_fail(o, GPD_PROV_AUTH, "vastai: no API key configured", destroy_done);
+        gpd__op_fail(&o->op, GPD_PROV_AUTH, "vastai: no API key configured", destroy_done);
         return;
     }
     if (!o->id[0]) {
-        op_fail(o, GPD_PROV_BAD_REQUEST, "vastai: no instance id", destroy_done);
+        gpd__op_fail(&o->op, GPD_PROV_BAD_REQUEST, "vastai: no instance id", destroy_done);
         return;
     }
     char url[1024];
     build_url(p, url, sizeof(url), "/instances/%s/", o->id);
     /* Deleting twice is harmless: the second says no_such_instance. */
-    op_send(o, 0, "DELETE", url, "{}", true, destroy_done);
+    gpd__op_send_or_fail(&o->op, "DELETE", url, "{}", true, destroy_done);
 }
 
 /* list */
@@ -831,14 +768,14 @@ static void list_done(void *ctx, const gpd_http_reply *r)
 {
     vast_op *o = (vast_op *)gpd__op_of(ctx, NULL);
     if (r->err != GPD_PROV_OK || r->status == 0) {
-        op_report(o, r->err, r->msg, NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, r->err, r->msg);
         return;
     }
     const json_t *arr = json_object_get(r->json, "instances"), *inst;
     if (!json_is_array(arr) && json_is_array(r->json))
         arr = r->json;
     if (!json_is_array(arr)) {
-        op_report(o, GPD_PROV_FAILED, "instances answer has no list", NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, GPD_PROV_FAILED, "instances answer has no list");
         return;
     }
     size_t cap = json_array_size(arr), n = 0, i;
@@ -846,7 +783,7 @@ static void list_done(void *ctx, const gpd_http_reply *r)
         cap = VAST_MAX_LIST;
     gpd_instance_status *list = calloc(cap ? cap : 1, sizeof(*list));
     if (!list) {
-        op_report(o, GPD_PROV_FAILED, "out of memory", NULL, NULL, NULL, NULL, 0);
+        gpd__op_report(&o->op, GPD_PROV_FAILED, "out of memory");
         return;
     }
     json_array_foreach(arr, i, inst)
@@ -861,24 +798,24 @@ static void list_done(void *ctx, const gpd_http_reply *r)
         if (list[n].id[0])
             n++;
     }
-    op_report(o, GPD_PROV_OK, "", NULL, NULL, NULL, list, n);
+    gpd__op_report_list(&o->op, GPD_PROV_OK, "", list, n);
     free(list);
 }
 
 static void vast_list_ours(gpd_provider *gp, gpd_list_cb cb, void *ctx)
 {
     vast_provider *p = (vast_provider *)gp;
-    vast_op *o = op_new(p, VAST_LIST, ctx);
+    vast_op *o = op_new(p, GPD__OP_LIST, ctx);
     if (!o)
         return;
-    o->cb.list = cb;
+    o->op.cb.list = cb;
     if (!have_key(p)) {
-        op_fail(o, GPD_PROV_AUTH, "vastai: no API key configured", list_done);
+        gpd__op_fail(&o->op, GPD_PROV_AUTH, "vastai: no API key configured", list_done);
         return;
     }
     char url[1024];
     build_url(p, url, sizeof(url), "/instances/?owner=me", NULL);
-    op_send(o, 0, "GET", url, NULL, true, list_done);
+    gpd__op_send_or_fail(&o->op, "GET", url, NULL, true, list_done);
 }
 
 static void vast_free(gpd_provider *gp)
