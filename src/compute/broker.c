@@ -53,12 +53,19 @@ struct gpd_broker {
     size_t n_cooldowns, cap_cooldowns;
     char owner[96];
     bool stopping;
+    /* Everything that waits for a provider's callback, so that shutdown frees
+     * what the providers cancel without calling back. */
+    res *all;
+    struct orphan *orphans;
+    struct reconcile_ctx *reconciling[MAX_PROVIDERS];
 };
 
 struct res {
     gpd_broker *b;
     int refs;
     res *next;
+    res *all_prev, *all_next;   /* the broker's list of every allocated reservation */
+    bool in_all;
     bool listed;
     char id[40];
     enum res_status status;
@@ -139,11 +146,25 @@ static void res_ref(res *r)
     r->refs++;
 }
 
+static void all_unlink(res *r)
+{
+    if (!r->in_all)
+        return;
+    if (r->all_prev)
+        r->all_prev->all_next = r->all_next;
+    else
+        r->b->all = r->all_next;
+    if (r->all_next)
+        r->all_next->all_prev = r->all_prev;
+    r->in_all = false;
+}
+
 static void timer_closed(uv_handle_t *h)
 {
     res *r = h->data;
     r->timer_open = false;
     if (r->refs == 0) {
+        all_unlink(r);
         json_decref(r->labels);
         json_decref(r->attempts);
         free(r->cands);
@@ -469,6 +490,7 @@ static void destroy_done(void *ctx, enum gpd_prov_err err, const char *msg)
  * create, an orphan found by reconciliation). */
 typedef struct orphan {
     gpd_broker *b;
+    struct orphan *prev, *next;
     char provider[16];
     char id[128];
 } orphan;
@@ -476,6 +498,12 @@ typedef struct orphan {
 static void orphan_done(void *ctx, enum gpd_prov_err err, const char *msg)
 {
     orphan *o = ctx;
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        o->b->orphans = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
     if (err == GPD_PROV_OK || err == GPD_PROV_NOT_FOUND) {
         char serr[128];
         gpd_store_instance_delete(o->b->store, o->provider, o->id, serr, sizeof(serr));
@@ -493,6 +521,10 @@ static void destroy_orphan(gpd_broker *b, gpd_provider *p, const char *id)
     if (!o)
         return;
     o->b = b;
+    o->next = b->orphans;
+    if (b->orphans)
+        b->orphans->prev = o;
+    b->orphans = o;
     snprintf(o->provider, sizeof(o->provider), "%s", p->ops->name);
     snprintf(o->id, sizeof(o->id), "%s", id);
     gpd_log_info("destroying instance", "\"provider\":\"%s\",\"instance\":\"%s\"", o->provider, id);
@@ -1061,6 +1093,11 @@ static res *res_new(gpd_broker *b)
         return NULL;
     r->b = b;
     r->refs = 1; /* the broker's list */
+    r->all_next = b->all;
+    if (b->all)
+        b->all->all_prev = r;
+    b->all = r;
+    r->in_all = true;
     r->attempts = json_array();
     r->labels = json_object();
     uv_timer_init(b->loop, &r->timer);
@@ -1500,6 +1537,12 @@ typedef struct reconcile_ctx {
     int provider;
 } reconcile_ctx;
 
+static void reconcile_end(reconcile_ctx *rc)
+{
+    rc->b->reconciling[rc->provider] = NULL;
+    free(rc);
+}
+
 /* Whether a reservation of ours (in this process) carries this label. */
 static bool is_ours_in_memory(gpd_broker *b, gpd_provider *p, const char *label)
 {
@@ -1539,7 +1582,7 @@ static void on_list_ours(void *ctx, enum gpd_prov_err err, const char *msg, gpd_
         if (err != GPD_PROV_OK)
             gpd_log_warn("reconciliation: listing failed", "\"provider\":\"%s\",\"error\":\"%s\"",
                          gpd_broker_provider_names[rc->provider], msg ? msg : gpd_prov_err_name(err));
-        free(rc);
+        reconcile_end(rc);
         return;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1585,20 +1628,21 @@ static void on_list_ours(void *ctx, enum gpd_prov_err err, const char *msg, gpd_
             finish(r, ST_FAILED, why);
         }
     }
-    free(rc);
+    reconcile_end(rc);
 }
 
 void gpd_broker_reconcile(gpd_broker *b)
 {
     for (int i = 0; gpd_broker_provider_names[i]; i++) {
         gpd_provider *p = b->providers[i];
-        if (!p || !p->ops->list_ours)
-            continue;
+        if (!p || !p->ops->list_ours || b->reconciling[i])
+            continue; /* one listing per provider at a time */
         reconcile_ctx *rc = malloc(sizeof(*rc));
         if (!rc)
             continue;
         rc->b = b;
         rc->provider = i;
+        b->reconciling[i] = rc;
         p->ops->list_ours(p, on_list_ours, rc);
     }
 }
@@ -1832,9 +1876,32 @@ void gpd_broker_free(gpd_broker *b)
         }
         res_unref(r);
     }
+    /* Providers cancel their calls without calling back: what waited for them goes now. */
     for (int i = 0; i < MAX_PROVIDERS; i++)
         if (b->providers[i] && b->providers[i]->ops->free)
             b->providers[i]->ops->free(b->providers[i]);
+    for (int i = 0; i < MAX_PROVIDERS; i++)
+        free(b->reconciling[i]);
+    while (b->orphans) {
+        orphan *o = b->orphans;
+        b->orphans = o->next;
+        free(o);
+    }
+    while (b->all) {
+        res *r = b->all;
+        all_unlink(r);
+        r->refs = 0;
+        if (r->timer_open) {
+            /* Its close may already be under way (the last reference went above). */
+            if (!uv_is_closing((uv_handle_t *)&r->timer))
+                uv_close((uv_handle_t *)&r->timer, timer_closed); /* frees it */
+        } else {
+            json_decref(r->labels);
+            json_decref(r->attempts);
+            free(r->cands);
+            free(r);
+        }
+    }
     free(b->cooldowns);
     free(b);
 }

@@ -38,6 +38,7 @@ typedef struct local_provider {
     int n_gpus;
     int cpu_slots, cpu_busy;
     local_inst *insts;
+    struct deferred *deferred;  /* callbacks not yet run: cancelled at free */
     char exec_path[PATH_MAX];   /* gpd-runtime-exec, beside the daemon */
     unsigned next_id;
 } local_provider;
@@ -66,6 +67,7 @@ struct local_inst {
 
 typedef struct deferred {
     uv_timer_t t;
+    struct deferred *prev, *next;
     void (*run)(struct deferred *);
     local_provider *lp;
     enum gpd_prov_err err;
@@ -87,9 +89,21 @@ static void deferred_closed(uv_handle_t *h)
     free(d);
 }
 
+static void deferred_unlink(deferred *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else if (d->lp->deferred == d)
+        d->lp->deferred = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    d->prev = d->next = NULL;
+}
+
 static void deferred_fire(uv_timer_t *t)
 {
     deferred *d = t->data;
+    deferred_unlink(d);
     d->run(d);
     uv_close((uv_handle_t *)&d->t, deferred_closed);
 }
@@ -106,6 +120,10 @@ static deferred *defer(local_provider *lp, void (*run)(deferred *), void *cb, vo
     uv_timer_init(lp->base.loop, &d->t);
     d->t.data = d;
     uv_timer_start(&d->t, deferred_fire, 0, 0);
+    d->next = lp->deferred;
+    if (lp->deferred)
+        lp->deferred->prev = d;
+    lp->deferred = d;
     return d;
 }
 
@@ -551,6 +569,13 @@ static void local_list_ours(gpd_provider *p, gpd_list_cb cb, void *ctx)
 static void local_free(gpd_provider *p)
 {
     local_provider *lp = (local_provider *)p;
+    /* Callbacks not yet run never will: their callers are going away too. */
+    while (lp->deferred) {
+        deferred *d = lp->deferred;
+        deferred_unlink(d);
+        uv_timer_stop(&d->t);
+        uv_close((uv_handle_t *)&d->t, deferred_closed);
+    }
     /* Whatever still runs is killed now: runtimes never outlive the daemon. */
     while (lp->insts) {
         local_inst *li = lp->insts;
