@@ -340,6 +340,8 @@ int main(int argc, char **argv)
         }
     }
     d.curl = gpd_curl_new(d.loop, d.cfg.ca_file);
+    if (d.curl)
+        gpd_curl_set_limits(d.curl, 16, 64); /* the control thread's provider APIs */
     d.pricing = gpd_pricing_start(d.loop, d.curl, &d.registry, &d.cfg);
     d.broker = gpd_broker_new(d.loop, d.curl, &d.cfg, d.store, &d.registry, err, sizeof(err));
     if (!d.broker)

@@ -830,6 +830,10 @@ static void try_next_offer(res *r)
             .duration_hours = (int)((r->duration_s + 3599) / 3600),
         };
         r->phase = PH_CREATE;
+        /* A Vast.ai offer is one machine: while we create on it, other
+         * reservations skip it rather than collide (it is gone afterwards anyway). */
+        if (!strcmp(o->provider, "vastai"))
+            cool_down(b, &r->offer);
         res_ref(r);
         b->providers[pi]->ops->create(b->providers[pi], &spec, on_created, r);
         return;
@@ -1597,8 +1601,11 @@ static void on_list_ours(void *ctx, enum gpd_prov_err err, const char *msg, gpd_
             gpd_label_for(r->id, label, sizeof(label));
             if (strcmp(r->provider, p->ops->name) != 0 || strcmp(label, st->label) != 0)
                 continue;
-            if (is_terminal(r->status))
+            if (is_terminal(r->status)) {
+                /* Its own destroy is under way: do not send a second one. */
+                keep = r->destroy_pending && !strcmp(r->instance_id, st->id);
                 break;
+            }
             keep = !strcmp(r->instance_id, st->id) || r->phase == PH_CREATE;
         }
         if (!keep && !is_ours_in_memory(b, p, st->label) && owned_elsewhere(b, st->label, st->id))

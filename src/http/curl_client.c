@@ -139,6 +139,12 @@ gpd_curl *gpd_curl_new(uv_loop_t *loop, const char *ca_file)
     return g;
 }
 
+void gpd_curl_set_limits(gpd_curl *g, long max_host_connections, long max_cached_connections)
+{
+    curl_multi_setopt(g->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_host_connections);
+    curl_multi_setopt(g->multi, CURLMOPT_MAXCONNECTS, max_cached_connections);
+}
+
 static void req_free(gpd_curl_req *r)
 {
     if (r->prev)

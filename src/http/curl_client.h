@@ -24,6 +24,10 @@ typedef struct gpd_curl_req gpd_curl_req;
 
 /* ca_file: extra CA bundle (NULL: the system's). */
 gpd_curl *gpd_curl_new(uv_loop_t *loop, const char *ca_file);
+/* Bound the connections: per host, and kept open in all.  Transfers beyond
+ * the per-host bound wait in curl's queue (provider APIs must not see a
+ * burst of a thousand connections when a thousand reservations end). */
+void gpd_curl_set_limits(gpd_curl *g, long max_host_connections, long max_cached_connections);
 /* Abort every transfer (no callbacks) and free; the loop must still run to close handles. */
 void gpd_curl_free(gpd_curl *g);
 
