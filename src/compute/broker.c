@@ -998,49 +998,42 @@ static void arm_expiry(res *r)
     uv_timer_start(&r->timer, expire_timer, left > 0 ? (uint64_t)left * 1000 : 0, 0);
 }
 
-/* Open the reservation's port and route its model. */
+/* The endpoint a reservation serves: hosted (OpenRouter) or its instance's runtime. */
+static void reservation_spec(const res *r, const char *name, int port, gpd_model_spec *spec)
+{
+    memset(spec, 0, sizeof(*spec));
+    spec->name = strdup(name);
+    spec->prompt_usd_per_mtok = -1;
+    spec->completion_usd_per_mtok = -1;
+    spec->source = GPD_MODEL_FROM_RESERVATION;
+    spec->port = port;
+    if (!strcmp(r->provider, "openrouter")) {
+        spec->tier = GPD_TIER_HOSTED;
+        spec->upstream_model = strdup(r->model_name[0] ? r->model_name : r->id);
+        return;
+    }
+    spec->tier = GPD_TIER_CUSTOM;
+    char url[300];
+    snprintf(url, sizeof(url), "%s/v1", r->instance_endpoint);
+    spec->upstream_urls[spec->n_upstreams++] = strdup(url);
+    if (r->model_name[0])
+        spec->upstream_model = strdup(r->model_name);
+}
+
+/* Open the reservation's port and route its model: the port it had (after a
+ * restart), or, when that one is gone, any free one of the tier. */
 static int open_port(res *r, char *err, size_t errlen)
 {
     gpd_broker *b = r->b;
-    gpd_model_spec spec;
-    memset(&spec, 0, sizeof(spec));
-    spec.name = strdup(r->model_name[0] && !gpd_registry_find(b->registry, r->model_name) ? r->model_name : r->id);
-    spec.prompt_usd_per_mtok = -1;
-    spec.completion_usd_per_mtok = -1;
-    spec.source = GPD_MODEL_FROM_RESERVATION;
-    if (!strcmp(r->provider, "openrouter")) {
-        spec.tier = GPD_TIER_HOSTED;
-        spec.upstream_model = strdup(r->model_name[0] ? r->model_name : r->id);
-    } else {
-        spec.tier = GPD_TIER_CUSTOM;
-        char url[300];
-        snprintf(url, sizeof(url), "%s/v1", r->instance_endpoint);
-        spec.upstream_urls[spec.n_upstreams++] = strdup(url);
-        if (r->model_name[0])
-            spec.upstream_model = strdup(r->model_name);
-    }
-    spec.port = r->port; /* after a restart: the same port again */
     char name[256];
-    snprintf(name, sizeof(name), "%s", spec.name);
+    snprintf(name, sizeof(name), "%s",
+             r->model_name[0] && !gpd_registry_find(b->registry, r->model_name) ? r->model_name : r->id);
+    gpd_model_spec spec;
+    reservation_spec(r, name, r->port, &spec);
     int st = gpd_registry_add(b->registry, &spec, err, errlen);
     if (st != 201 && r->port) {
-        /* The old port is gone (taken meanwhile): take any free one. */
-        gpd_model_spec again;
-        memset(&again, 0, sizeof(again));
-        again.name = strdup(name);
-        again.tier = strcmp(r->provider, "openrouter") ? GPD_TIER_CUSTOM : GPD_TIER_HOSTED;
-        again.prompt_usd_per_mtok = again.completion_usd_per_mtok = -1;
-        again.source = GPD_MODEL_FROM_RESERVATION;
-        if (again.tier == GPD_TIER_HOSTED) {
-            again.upstream_model = strdup(r->model_name[0] ? r->model_name : r->id);
-        } else {
-            char url[300];
-            snprintf(url, sizeof(url), "%s/v1", r->instance_endpoint);
-            again.upstream_urls[again.n_upstreams++] = strdup(url);
-            if (r->model_name[0])
-                again.upstream_model = strdup(r->model_name);
-        }
-        st = gpd_registry_add(b->registry, &again, err, errlen);
+        reservation_spec(r, name, 0, &spec);
+        st = gpd_registry_add(b->registry, &spec, err, errlen);
     }
     if (st != 201)
         return -1;
