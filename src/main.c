@@ -70,7 +70,6 @@ static void worker_exit(gpd_worker *w)
         w->free_exchanges = ex->next_free;
         free(ex);
     }
-    extern void gpd_proxy_free_list(gpd_worker * w);
     gpd_proxy_free_list(w);
 }
 

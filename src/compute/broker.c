@@ -448,8 +448,6 @@ static void destroy_instance(res *r)
         r->destroy_pending = false;
         return;
     }
-    if (r->destroy_pending && strcmp(r->instance_state, "destroying") == 0 && r->phase == PH_IDLE && b->stopping)
-        return;
     r->destroy_pending = true;
     snprintf(r->instance_state, sizeof(r->instance_state), "destroying");
     res_ref(r);
@@ -816,9 +814,7 @@ static void try_next_offer(res *r)
             return;
         }
         update_gauges(b);
-        int rti = -1;
         const gpd_runtime *rt = r->runtime[0] ? gpd_config_runtime(b->cfg, r->runtime) : NULL;
-        (void)rti;
         char label[96];
         gpd_label_for(r->id, label, sizeof(label));
         gpd_instance_spec spec = {
@@ -1743,8 +1739,7 @@ static void load_one(gpd_broker *b, const gpd_store_res_row *row)
         } else if (!strcmp(r->provider, "local")) {
             /* A local runtime ended with the daemon that spawned it: start it again. */
             r->instance_id[0] = '\0';
-            r->port = r->port; /* keep the port it had */
-            place(r);
+            place(r); /* r->port is kept: open_port asks for it again */
         } else {
             char err[512];
             r->phase = PH_ACTIVE;
@@ -1779,11 +1774,6 @@ static void noop_done(void *ctx, enum gpd_prov_err err, const char *msg)
 {
 }
 
-extern gpd_provider *gpd_vastai_new(uv_loop_t *loop, gpd_curl *curl, const char *base_url, const char *api_key);
-extern gpd_provider *gpd_ionet_new(uv_loop_t *loop, gpd_curl *curl, const char *base_url, const char *api_key);
-extern gpd_provider *gpd_gcp_tpu_new(uv_loop_t *loop, gpd_curl *curl, const char *base_url, const char *project,
-                                     const char *zone, const char *access_token, const char *credentials_file);
-extern gpd_provider *gpd_local_new(uv_loop_t *loop, const gpd_config *cfg);
 
 gpd_broker *gpd_broker_new(uv_loop_t *loop, gpd_curl *curl, const gpd_config *cfg, gpd_store *store,
                            gpd_registry *registry, char *err, size_t errlen)
@@ -1840,7 +1830,6 @@ gpd_broker *gpd_broker_new(uv_loop_t *loop, gpd_curl *curl, const gpd_config *cf
     uv_timer_start(&b->queue_timer, queue_tick, cfg->queue_recheck_ms, cfg->queue_recheck_ms);
     uv_timer_start(&b->accrual_timer, accrual_tick, 1000, 1000);
     uv_timer_start(&b->reconcile_timer, reconcile_tick, 0, cfg->reconcile_interval_ms);
-    (void)noop_done;
     return b;
 }
 

@@ -142,6 +142,8 @@ extern const char *const gpd_gpu_models[];
  * callbacks follow; the loop must still run to close handles. */
 
 /* Vast.ai: api_key is sent as "Authorization: Bearer KEY". */
+/* The local machine: its GPUs (NVML or nvidia-smi) or CPU slots. */
+gpd_provider *gpd_local_new(uv_loop_t *loop, const gpd_config *cfg);
 gpd_provider *gpd_vastai_new(uv_loop_t *loop, gpd_curl *curl, const char *base_url, const char *api_key);
 /* Disk to ask for with each Vast.ai instance, GB (default 80). */
 void gpd_vastai_set_disk_gb(gpd_provider *p, int disk_gb);

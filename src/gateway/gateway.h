@@ -53,12 +53,14 @@ void gpd_admin_reply(gpd_admin_call *call);
 void gpd_admin_call_free(gpd_admin_call *call);
 
 /* proxy.c: serve a model request (chat, completions, embeddings). */
-void gpd_proxy_start(gpd_conn *c, gpd_table_pin *pin, const gpd_endpoint *ep, gpd_str suffix);
+void gpd_proxy_start(gpd_conn *c, gpd_table_pin *pin, const gpd_endpoint *ep);
 /* router.c: GET /v1/models for a port (ep) or the main port (ep NULL). */
 void gpd_router_models_list(gpd_conn *c, const gpd_table *t, const gpd_endpoint *ep);
 
 /* proxy.c: drop the proxy state of the exchange (cancels any upstream request). */
 void gpd_proxy_release(gpd_conn *c);
+/* proxy.c: free the worker's cached proxy states (worker exit). */
+void gpd_proxy_free_list(gpd_worker *w);
 
 /* Log line and counters for a finished exchange, then release its state
  * (server callback, also used when the client aborts). */

@@ -125,10 +125,7 @@ static void fetch(uv_timer_t *t)
 
 gpd_pricing *gpd_pricing_start(uv_loop_t *loop, gpd_curl *curl, gpd_registry *r, const gpd_config *cfg)
 {
-    bool any_hosted = false;
-    for (size_t i = 0; i < r->n; i++)
-        any_hosted |= r->eps[i]->spec.tier == GPD_TIER_HOSTED;
-    (void)any_hosted; /* hosted models may also arrive through the admin API: always read */
+    /* Read even with no hosted model yet: they may arrive through the admin API. */
     gpd_pricing *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;

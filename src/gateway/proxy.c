@@ -56,11 +56,6 @@ typedef struct gpd_proxy {
 
 static const gpd_upstream_events proxy_events;
 
-static bool is_https(const gpd_target *t)
-{
-    return t->https;
-}
-
 /* ---- per-request state ---- */
 
 static gpd_proxy *proxy_get(gpd_worker *w)
@@ -284,17 +279,24 @@ static gpd_str request_suffix(const gpd_proxy *p)
     return gpd_str_make(path.base + 3, path.len - 3); /* after "/v1" */
 }
 
-static void fail_over(gpd_proxy *p, const char *why, int status, const char *code)
+/* Nothing relayed yet: send the request to the next live upstream, if any. */
+static bool retry_next_target(gpd_proxy *p)
 {
     size_t next = next_live_target(p, p->cur_target + 1);
-    if (next < p->ep->n_targets) {
-        gpd_counter_add(&p->w->metrics->retries, 1);
-        p->cur_target = next;
-        p->stale_retried = false;
-        send_attempt(p);
-        return;
-    }
-    proxy_error(p, status, status == 504 ? "timeout_error" : "upstream_error", code, why);
+    if (next >= p->ep->n_targets)
+        return false;
+    detach_upstream(p);
+    gpd_counter_add(&p->w->metrics->retries, 1);
+    p->cur_target = next;
+    p->stale_retried = false;
+    send_attempt(p);
+    return true;
+}
+
+static void fail_over(gpd_proxy *p, const char *why, int status, const char *code)
+{
+    if (!retry_next_target(p))
+        proxy_error(p, status, status == 504 ? "timeout_error" : "upstream_error", code, why);
 }
 
 static void send_attempt(gpd_proxy *p)
@@ -309,7 +311,7 @@ static void send_attempt(gpd_proxy *p)
     }
     p->bufs[0] = uv_buf_init(p->head.data, (unsigned)p->head.len);
     bool head_req = gpd_str_eq_cstr(ex->req.method, "HEAD");
-    if (!is_https(t)) {
+    if (!t->https) {
         if (!t->resolved) {
             gpd_counter_add(&p->w->metrics->upstream_errors[GPD_UPERR_CONNECT], 1);
             gpd_target_report((gpd_target *)t, false, gpd_worker_now(p->w));
@@ -377,10 +379,9 @@ static void send_attempt(gpd_proxy *p)
         proxy_error(p, 500, "server_error", "internal_error", "could not start the upstream request");
 }
 
-void gpd_proxy_start(gpd_conn *c, gpd_table_pin *pin, const gpd_endpoint *ep, gpd_str suffix)
+void gpd_proxy_start(gpd_conn *c, gpd_table_pin *pin, const gpd_endpoint *ep)
 {
     gpd_exchange *ex = c->ex;
-    (void)suffix;
     gpd_proxy *p = proxy_get(c->w);
     if (!p) {
         gpd_table_pin_release(c->w->tables, pin);
@@ -447,16 +448,8 @@ static int on_head(void *ctx, const gpd_http_response *res)
     if (failed) {
         gpd_counter_add(&p->w->metrics->upstream_errors[res->status == 429 ? GPD_UPERR_STATUS_429 : GPD_UPERR_STATUS_5XX], 1);
         gpd_target_report(t, false, now);
-        size_t next = next_live_target(p, p->cur_target + 1);
-        if (next < p->ep->n_targets) {
-            /* Nothing relayed yet: another upstream may answer. */
-            detach_upstream(p);
-            gpd_counter_add(&p->w->metrics->retries, 1);
-            p->cur_target = next;
-            p->stale_retried = false;
-            send_attempt(p);
-            return -1;
-        }
+        if (retry_next_target(p))
+            return -1; /* another upstream may answer; this answer is dropped */
     } else {
         gpd_target_report(t, true, now);
     }

@@ -213,7 +213,7 @@ void gpd_gateway_on_request(gpd_conn *c)
                                        "no model is served on port %d any more", c->port);
             goto release;
         }
-        gpd_proxy_start(c, pin, ep, GPD_STR_NULL); /* the proxy keeps the pin until the end */
+        gpd_proxy_start(c, pin, ep); /* the proxy keeps the pin until the end */
         return;
     }
     if (gpd_str_eq_cstr(path, "/v1/models")) {
@@ -287,7 +287,8 @@ void gpd_gateway_request_done(gpd_conn *c)
                 gpd_counter_add(&mc->cost_nanousd, (uint64_t)(cost * 1e9 + 0.5));
         }
         gpd_histogram_observe(&w->metrics->duration[ep->spec.tier], elapsed_us);
-    } else if (gpd_str_has_prefix(ex->req.path, "/v1/")) {
+    } else if (is_model_api(ex->req.path)) {
+        /* A model request that named no served model (404, bad body...). */
         gpd_counter_add(&w->metrics->unrouted_requests[slot], 1);
     }
 

@@ -12,6 +12,7 @@
 enum phase { PHASE_HEAD = 0, PHASE_BODY, PHASE_SERVING };
 
 static void conn_closed(uv_handle_t *h);
+void gpd_server_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void process_input(gpd_conn *c);
 
 static gpd_server *server_of(gpd_conn *c)
@@ -203,7 +204,6 @@ void gpd_server_accept(gpd_worker *w, int fd, gpd_listener *l)
     w->n_conns++;
     gpd_counter_add(&w->metrics->open_connections_opened, 1);
     gpd_deadline_arm(&w->waits[GPD_WAIT_HEADER], &c->wait, gpd_worker_now(w));
-    extern void gpd_server_on_read(uv_stream_t * s, ssize_t nread, const uv_buf_t *buf);
     c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, gpd_server_on_read) == 0;
     if (!c->reading)
         gpd_conn_close(c);

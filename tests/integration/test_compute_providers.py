@@ -272,11 +272,11 @@ class Providers(unittest.TestCase):
         self.set(self.vast, preempt_after_seconds=1.0)
         r = reserve(d, {"provider": "vastai", "gpu_model": "H100", "count": 1, "duration": "1h", "runtime": "vllm"})
         rid = r.json()["reservation_id"]
-        res = wait_status(d, rid, "active")
+        port = wait_status(d, rid, "active")["port"]
         res = wait_status(d, rid, "failed", timeout=15)
         self.assertIn("preempt", res["message"])
-        self.assertTrue(port_refuses(res.get("port") or get_res(d, rid).get("port") or 1, within=2.0)
-                        if res.get("port") else True)
+        self.assertIsNone(res["port"])
+        self.assertTrue(port_refuses(port, within=2.0), "the failed reservation's port still accepts")
 
     def test_rate_limits_are_ridden_out(self):
         d = self.daemon()

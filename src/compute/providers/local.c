@@ -392,9 +392,11 @@ static void local_create(gpd_provider *p, const gpd_instance_spec *spec, gpd_cre
             if (!lp->gpus[i].busy && !strcmp(lp->gpus[i].model, spec->offer->gpu_model))
                 li->gpu_idx[li->n_gpu++] = i;
         if (li->n_gpu < want) {
+            int free_gpus = li->n_gpu;
             free(li);
             d->err = GPD_PROV_NO_CAPACITY;
-            snprintf(d->msg, sizeof(d->msg), "only %d free %s GPUs here", 0, spec->offer->gpu_model);
+            snprintf(d->msg, sizeof(d->msg), "only %d free %s GPUs here, %d asked", free_gpus,
+                     spec->offer->gpu_model, want);
             return;
         }
         for (int i = 0; i < li->n_gpu; i++) {
