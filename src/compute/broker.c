@@ -1437,6 +1437,12 @@ int gpd_broker_list(gpd_broker *b, const char *status_filter, json_t **out)
 int gpd_broker_release(gpd_broker *b, const char *id, json_t **out)
 {
     res *r = find(b, id);
+    if (r && is_terminal(r->status)) {
+        /* Ended, still listed while its instance is being destroyed. */
+        *out = error_json("invalid_request_error", "reservation_ended", "the reservation has already ended (%s)",
+                          status_names[r->status]);
+        return 409;
+    }
     if (!r) {
         int st = gpd_broker_get(b, id, out);
         if (st == 200) {
@@ -1464,6 +1470,11 @@ static void extend_done(void *ctx, enum gpd_prov_err err, const char *msg)
 int gpd_broker_extend(gpd_broker *b, const char *id, json_t *request, json_t **out)
 {
     res *r = find(b, id);
+    if (r && is_terminal(r->status)) {
+        *out = error_json("invalid_request_error", "reservation_ended", "reservation '%s' has ended (%s)", id,
+                          status_names[r->status]);
+        return 409;
+    }
     if (!r) {
         int st = gpd_broker_get(b, id, out);
         if (st != 200)
